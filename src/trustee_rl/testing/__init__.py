@@ -1,0 +1,1 @@
+"""Test doubles for trustee-rl: a loopback OpenAI-compatible server."""

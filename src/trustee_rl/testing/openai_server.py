@@ -1,0 +1,514 @@
+"""A small OpenAI-compatible chat server on loopback, for tests and benchmarks (stdlib only).
+
+python -m trustee_rl.testing.openai_server --port 8000 --delay 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+_WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris")
+# Recursive schemas stop growing optional parts below this depth and give up far below it.
+_OPTIONAL_DEPTH = 4
+_MAX_DEPTH = 32
+_PROMPTED_SCHEMA_MARKER = "JSON schema:"
+
+
+@dataclass
+class Reply:
+    """One answer from the server. A `status` of 400 or more answers with an error body instead.
+
+    `tool_calls` items are OpenAI tool calls or the shorthand {"name": ..., "arguments": ...},
+    where arguments may be a dict or raw text (to send malformed arguments).
+    """
+
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Overrides the server's delay for this answer.
+    delay_s: float | None = None
+    status: int = 200
+    finish_reason: str | None = None
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+class SchemaResponder:
+    """Answers deterministically (per request messages and seed) with schema-valid output.
+
+    With `response_format` it returns an instance of that schema; with `tools`, one call to a
+    tool it picks; with a schema stated in a message after "JSON schema:" (prompt-mode clients),
+    an instance of that; otherwise a short sentence.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        rng = random.Random(_request_seed(request, self.seed))
+        schema = _response_format_schema(request)
+        if schema is not None:
+            return Reply(content=json.dumps(instance_for_schema(schema, rng)))
+        tools = request.get("tools")
+        if tools:
+            function = rng.choice(tools)["function"]
+            parameters = function.get("parameters") or {"type": "object", "properties": {}}
+            arguments = instance_for_schema(parameters, rng)
+            return Reply(tool_calls=[{"name": function["name"], "arguments": arguments}])
+        schema = _prompted_schema(request)
+        if schema is not None:
+            return Reply(content=json.dumps(instance_for_schema(schema, rng)))
+        return Reply(content=f"This is loopback reply {rng.randrange(1_000_000)}.")
+
+
+class ScriptedResponder:
+    """Answers with `replies` in order; raises (so the server answers 500) once they run out."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self._replies = list(replies)
+        self._lock = threading.Lock()
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        with self._lock:
+            if not self._replies:
+                raise RuntimeError("ScriptedResponder has no replies left")
+            return self._replies.pop(0)
+
+
+def _request_seed(request: dict[str, Any], seed: int) -> int:
+    text = json.dumps(request.get("messages", []), sort_keys=True) + f"#{seed}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def _response_format_schema(request: dict[str, Any]) -> dict[str, Any] | None:
+    response_format = request.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = response_format.get("json_schema", {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def _prompted_schema(request: dict[str, Any]) -> dict[str, Any] | None:
+    for message in request.get("messages", []):
+        content = message.get("content")
+        if not isinstance(content, str) or _PROMPTED_SCHEMA_MARKER not in content:
+            continue
+        after = content.split(_PROMPTED_SCHEMA_MARKER, 1)[1]
+        start = after.find("{")
+        try:
+            schema, _ = json.JSONDecoder().raw_decode(after, start)
+        except ValueError:
+            continue
+        if isinstance(schema, dict):
+            return schema
+    return None
+
+
+def instance_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
+    """Build a value valid against `schema` (the subset simulators and tools use), drawn from rng.
+
+    Patterns and formats other than a few common ones are not honoured.
+    """
+    return _InstanceBuilder(schema, rng).build(schema, 0)
+
+
+class _InstanceBuilder:
+    def __init__(self, root: dict[str, Any], rng: random.Random) -> None:
+        self.root = root
+        self.rng = rng
+
+    def build(self, schema: dict[str, Any] | bool, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise ValueError("schema recursion too deep to build an instance")
+        if schema is True:
+            return self._string({})
+        if schema is False:
+            raise ValueError("no value is valid against the schema `false`")
+        schema = self._resolved(schema)
+        if "const" in schema:
+            return schema["const"]
+        for key in ("examples", "enum"):
+            if schema.get(key):
+                return self.rng.choice(schema[key])
+        for key in ("anyOf", "oneOf"):
+            if schema.get(key):
+                return self.build(schema[key][0], depth + 1)
+        return self._typed(schema, _type_of(schema), depth)
+
+    def _resolved(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Inline a local $ref and fold allOf into one schema (siblings win over the target)."""
+        while "$ref" in schema:
+            target = self._pointer(schema["$ref"])
+            schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        for part in schema.get("allOf", []):
+            schema = _merged(
+                {k: v for k, v in schema.items() if k != "allOf"}, self._resolved(part)
+            )
+        return schema
+
+    def _pointer(self, ref: str) -> dict[str, Any]:
+        if not ref.startswith("#"):
+            raise ValueError(f"only local $ref is supported, not {ref!r}")
+        node: Any = self.root
+        for part in ref.lstrip("#").split("/")[1:]:
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        if not isinstance(node, dict):
+            raise ValueError(f"$ref {ref!r} does not point at a schema")
+        return node
+
+    def _typed(self, schema: dict[str, Any], kind: str, depth: int) -> Any:
+        if kind == "object":
+            return self._object(schema, depth)
+        if kind == "array":
+            return self._array(schema, depth)
+        if kind == "integer":
+            return self._integer(schema)
+        if kind == "number":
+            return self._number(schema)
+        if kind == "boolean":
+            return self.rng.random() < 0.5
+        if kind == "null":
+            return None
+        return self._string(schema)
+
+    def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
+        properties: dict[str, Any] = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        extra = schema.get("additionalProperties", True)
+        filler = extra if isinstance(extra, dict) else True
+        value: dict[str, Any] = {}
+        for name, subschema in properties.items():
+            wanted = name in required or (depth < _OPTIONAL_DEPTH and self.rng.random() < 0.5)
+            if wanted:
+                value[name] = self.build(subschema, depth + 1)
+        for name in sorted(required - set(properties)):
+            value[name] = self.build(filler, depth + 1)
+        while len(value) < schema.get("minProperties", 0) and extra is not False:
+            value[f"key_{len(value)}"] = self.build(filler, depth + 1)
+        return value
+
+    def _array(self, schema: dict[str, Any], depth: int) -> list[Any]:
+        cap = schema.get("maxItems")
+        low = schema.get("minItems", 0 if depth >= _OPTIONAL_DEPTH or cap == 0 else 1)
+        high = max(low, cap if cap is not None else low + 2)
+        count = self.rng.randint(low, high)
+        items = schema.get("items", True)
+        value: list[Any] = []
+        for _ in range(count * 10 if schema.get("uniqueItems") else count):
+            item = self.build(items, depth + 1)
+            if not (schema.get("uniqueItems") and item in value):
+                value.append(item)
+            if len(value) == count:
+                break
+        return value
+
+    def _integer(self, schema: dict[str, Any]) -> int:
+        low, high = _bounds(schema, integral=True)
+        return self.rng.randint(int(low), int(high))
+
+    def _number(self, schema: dict[str, Any]) -> float:
+        low, high = _bounds(schema, integral=False)
+        value = round(self.rng.uniform(low, high), 2)
+        if not _within(value, schema):
+            value = (low + high) / 2
+        return value
+
+    def _string(self, schema: dict[str, Any]) -> str:
+        formatted = _FORMATS.get(schema.get("format", ""))
+        if formatted is not None:
+            return formatted
+        low = schema.get("minLength", 1)
+        high = schema.get("maxLength", max(low, 24))
+        text = " ".join(self.rng.choice(_WORDS) for _ in range(self.rng.randint(1, 3)))
+        while len(text) < low:
+            text += " " + self.rng.choice(_WORDS)
+        return text[:high]
+
+
+_FORMATS = {
+    "date": "2024-05-17",
+    "date-time": "2024-05-17T09:30:00Z",
+    "time": "09:30:00Z",
+    "email": "someone@example.com",
+    "uri": "https://example.com/item",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+}
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    declared = schema.get("type")
+    if isinstance(declared, list):
+        return next((kind for kind in declared if kind != "null"), "null")
+    if isinstance(declared, str):
+        return declared
+    if {"properties", "required", "additionalProperties"} & schema.keys():
+        return "object"
+    if {"items", "minItems", "maxItems"} & schema.keys():
+        return "array"
+    if {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"} & schema.keys():
+        return "number"
+    return "string"
+
+
+def _merged(base: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    merged = {**base, **part}
+    if "properties" in base or "properties" in part:
+        merged["properties"] = {**base.get("properties", {}), **part.get("properties", {})}
+    if "required" in base or "required" in part:
+        merged["required"] = sorted({*base.get("required", []), *part.get("required", [])})
+    return merged
+
+
+def _bounds(schema: dict[str, Any], integral: bool) -> tuple[float, float]:
+    """The tightest [low, high] the schema allows, defaulting to a 100-wide range near 0."""
+    lows: list[float] = []
+    highs: list[float] = []
+    if "minimum" in schema:
+        lows.append(math.ceil(schema["minimum"]) if integral else schema["minimum"])
+    if "exclusiveMinimum" in schema:
+        bound = schema["exclusiveMinimum"]
+        lows.append(math.floor(bound) + 1 if integral else bound)
+    if "maximum" in schema:
+        highs.append(math.floor(schema["maximum"]) if integral else schema["maximum"])
+    if "exclusiveMaximum" in schema:
+        bound = schema["exclusiveMaximum"]
+        highs.append(math.ceil(bound) - 1 if integral else bound)
+    high_given = min(highs) if highs else None
+    low = max(lows) if lows else min(0, high_given - 100) if high_given is not None else 0
+    high = high_given if high_given is not None else low + 100
+    return low, max(low, high)
+
+
+def _within(value: float, schema: dict[str, Any]) -> bool:
+    return bool(
+        value >= schema.get("minimum", value)
+        and value <= schema.get("maximum", value)
+        and value > schema.get("exclusiveMinimum", value - 1)
+        and value < schema.get("exclusiveMaximum", value + 1)
+    )
+
+
+class LoopbackOpenAIServer:
+    """Serves /v1/models and /v1/chat/completions on a thread; use as a context manager.
+
+    Each request sleeps `delay_s` on its own thread, so concurrent requests overlap as they would
+    against a batching inference server. `requests` records every chat request body received.
+    """
+
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        delay_s: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str = "loopback-model",
+        supports_response_format: bool = True,
+    ) -> None:
+        self.responder: Responder = responder or SchemaResponder()
+        self.delay_s = delay_s
+        self.host = host
+        self.port = port
+        self.model = model
+        self.supports_response_format = supports_response_format
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the loopback server is not started")
+        return f"http://{self.host}:{self._httpd.server_port}/v1"
+
+    def start(self) -> None:
+        if self._httpd is not None:
+            raise RuntimeError("the loopback server is already started")
+        self._httpd = _HTTPServer(self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="loopback-openai-server",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is None or self._thread is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> LoopbackOpenAIServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+
+    def answer(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The status and body for one chat request."""
+        with self._lock:
+            self.requests.append(request)
+        reply = self._reply(request)
+        time.sleep(self.delay_s if reply.delay_s is None else reply.delay_s)
+        if reply.status >= 400:
+            return reply.status, _error(reply.content or f"HTTP {reply.status}")
+        return 200, _chat_completion(request, reply, self.model)
+
+    def _reply(self, request: dict[str, Any]) -> Reply:
+        if not self.supports_response_format and "response_format" in request:
+            return Reply(content="response_format is not supported", status=400)
+        try:
+            return self.responder(request)
+        except Exception as error:  # a crashed backend: the client sees a 500, as from a real one
+            return Reply(content=f"responder failed: {error}", status=500)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Listen backlog: a burst of concurrent clients must not be refused or serialised.
+    request_queue_size = 1024
+
+    def __init__(self, owner: LoopbackOpenAIServer) -> None:
+        self.owner = owner
+        super().__init__((owner.host, owner.port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            self._send(200, self.server.owner.models())
+        else:
+            self._send(404, _error(f"no route {self.path}"))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send(404, _error(f"no route {self.path}"))
+            return
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            self._send(400, _error("request body is not JSON"))
+            return
+        self._send(*self.server.owner.answer(request))
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: tests and benchmarks send thousands of requests."""
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message}}
+
+
+def _chat_completion(request: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
+    calls = [_openai_tool_call(call) for call in reply.tool_calls]
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if calls:
+        message["tool_calls"] = calls
+    prompt = " ".join(str(m.get("content") or "") for m in request.get("messages", []))
+    output = (reply.content or "") + "".join(call["function"]["arguments"] for call in calls)
+    prompt_tokens, completion_tokens = _tokens(prompt), _tokens(output)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model") or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": reply.finish_reason or ("tool_calls" if calls else "stop"),
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    call_id = f"call_{uuid.uuid4().hex[:12]}"
+    if "function" in call:
+        return {"id": call_id, "type": "function", **call}
+    arguments = call.get("arguments", {})
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": call["name"], "arguments": text},
+    }
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a loopback OpenAI-compatible chat API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each request sleeps")
+    parser.add_argument("--model", default="loopback-model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-response-format", action="store_true", help="reject response_format with a 400"
+    )
+    args = parser.parse_args(argv)
+    server = LoopbackOpenAIServer(
+        SchemaResponder(args.seed),
+        delay_s=args.delay,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        supports_response_format=not args.no_response_format,
+    )
+    server.start()
+    print(f"serving {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

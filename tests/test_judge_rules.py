@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trustee_rl.schema import Episode, Message, ToolCall
+from trustee_rl.sim.judge import Judge, JudgeConfig, rule_criteria
+
+from .conftest import make_task
+
+
+def episode_with(*calls: ToolCall, reply: str = "It is 3 degrees in Oslo.") -> Episode:
+    messages = [Message(role="system", content="s"), Message(role="user", content="Weather?")]
+    for call in calls:
+        messages.append(Message(role="assistant", tool_calls=[call]))
+        messages.append(Message(role="tool", content="{}", tool_call_id=call.id, name=call.name))
+    messages.append(Message(role="assistant", content=reply))
+    return Episode(id="ep", task_id="task_test", index=0, seed=1, policy_model="p", messages=messages, status="done")
+
+
+def call(name: str = "get_weather", **arguments: Any) -> ToolCall:
+    return ToolCall(name=name, arguments=arguments)
+
+
+def criteria(episode: Episode, strictness: int = 5) -> dict[str, bool]:
+    return {c.name: c.passed for c in rule_criteria(make_task(strictness), episode)}
+
+
+async def reward(episode: Episode, strictness: int = 5, mode: str = "levels") -> float | None:
+    verdict = await Judge(None, JudgeConfig(mode="rules", reward=mode)).judge(make_task(strictness), episode)  # type: ignore[arg-type]
+    assert verdict.scored and verdict.judge_model == "rules"
+    return verdict.reward
+
+
+async def test_perfect_episode_gets_full_reward() -> None:
+    episode = episode_with(call(city="oslo "))  # case and spacing do not matter
+    assert all(criteria(episode).values())
+    assert await reward(episode) == 1.0
+
+
+async def test_forbidden_tool_is_a_violation_at_any_strictness() -> None:
+    episode = episode_with(call(city="Oslo"), call("delete_account"))
+    assert criteria(episode)["no_forbidden"] is False
+    assert await reward(episode, strictness=1) == -1.0
+
+
+async def test_unknown_tool_is_a_violation() -> None:
+    episode = episode_with(call(city="Oslo"), call("launch_rocket"))
+    assert criteria(episode)["known_tools"] is False
+    assert await reward(episode, strictness=1) == -1.0
+
+
+async def test_wrong_argument_fails_correct_tools_level_only() -> None:
+    episode = episode_with(call(city="Rome"))
+    assert criteria(episode)["intent_tools"] is True
+    assert criteria(episode)["correct_calls"] is False
+    assert await reward(episode, strictness=1) == 1.0
+    assert await reward(episode, strictness=2) == 0.0
+
+
+async def test_invalid_arguments_fail_no_hallucination() -> None:
+    episode = episode_with(call(city="Oslo"), call(city="Oslo", unit="kelvin"))
+    assert criteria(episode)["valid_calls"] is False
+    assert await reward(episode, strictness=2) == 1.0
+    assert await reward(episode, strictness=3) == 0.0
+
+
+async def test_unparseable_call_fails_valid_calls() -> None:
+    broken = ToolCall(name="", parse_error="not JSON")
+    assert criteria(episode_with(call(city="Oslo"), broken))["valid_calls"] is False
+
+
+async def test_repeated_identical_call_fails_redundancy() -> None:
+    episode = episode_with(call(city="Oslo"), call(city="Oslo"))
+    assert criteria(episode)["no_redundancy"] is False
+    assert await reward(episode, strictness=3) == 1.0
+    assert await reward(episode, strictness=4) == 0.0
+
+
+async def test_too_many_calls_fail_efficiency() -> None:
+    episode = episode_with(call(city="Oslo"), call(city="Oslo", unit="celsius"), call(city="Bergen"))
+    assert criteria(episode)["efficiency"] is False
+    assert await reward(episode, strictness=4) == 1.0
+    assert await reward(episode, strictness=5) == 0.0
+
+
+async def test_no_call_fails_intent_and_graded_reward_gives_partial_credit() -> None:
+    assert await reward(episode_with(), strictness=1) == 0.0
+    # graded at strictness 2: intent_tools passes, correct_calls has 0 of 1 values right
+    assert await reward(episode_with(call(city="Rome")), strictness=2, mode="graded") == pytest.approx(0.5)
+
+
+def test_lm_judge_requires_an_lm() -> None:
+    with pytest.raises(ValueError):
+        Judge(None, JudgeConfig(mode="lm"))
