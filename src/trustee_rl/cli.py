@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -59,6 +58,9 @@ def simulate(
     ] = None,
     catalog: Annotated[Path | None, typer.Option(help="tool catalog JSON file or directory (default: shipped)")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="episodes in flight at once")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="episodes per curriculum update (default: --concurrency)")
+    ] = None,
     judge: Annotated[str, typer.Option(help="'lm' (rules + simulator rubric) or 'rules' (deterministic only)")] = "lm",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
@@ -67,7 +69,7 @@ def simulate(
         summary = _simulate(
             run_dir=run_dir, episodes=episodes, seed=seed, policy=policy, policy_model=policy_model,
             simulator=simulator, simulator_model=simulator_model, difficulty=difficulty, catalog=catalog,
-            concurrency=concurrency, judge=judge, quiet=as_json,
+            concurrency=concurrency, batch_size=batch_size or concurrency, judge=judge, quiet=as_json,
         )
     except _known_errors() as error:
         fail(_one_line(error))
@@ -79,17 +81,20 @@ def simulate(
 
 def _simulate(*, run_dir: Path, difficulty: float | None, catalog: Path | None, judge: str, quiet: bool,
               **options: Any) -> dict[str, Any]:
-    from trustee_rl.simulation import RESUME_KEYS, SimulateConfig, World, run_simulation
+    from trustee_rl.simulation import RESUME_KEYS, SimulateConfig, World
     from trustee_rl.store import RunStore
 
-    curriculum: dict[str, Any] = {}
+    from trustee_rl.curriculum import CurriculumConfig
+    from trustee_rl.sim.judge import JudgeConfig
+
+    curriculum = CurriculumConfig()
     if difficulty is not None:
-        curriculum = {"initial_level": difficulty, "mode": "fixed"}
+        curriculum = CurriculumConfig(initial_level=difficulty, mode="fixed")
     config = SimulateConfig(
         **options,
         catalog=str(catalog.resolve()) if catalog else None,
         curriculum=curriculum,
-        judge={"mode": judge},
+        judge=JudgeConfig.model_validate({"mode": judge}),
     )
     world = World.open(config)  # catalog and backends are checked before anything is written
     store, resumed = RunStore.open_or_create(run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS)
@@ -204,4 +209,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

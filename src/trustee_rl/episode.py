@@ -66,8 +66,11 @@ class EpisodeEnv:
             raise RuntimeError("step() on a finished episode")
         if reply.role != "assistant":
             raise ValueError("the policy's reply must be an assistant message")
-        self.episode.messages.append(reply)
         self.policy_turns += 1
+        # Ids from the turn, not from the backend, so a replay stores identical records.
+        for number, call in enumerate(reply.tool_calls):
+            call.id = f"call_{self.policy_turns}_{number}"
+        self.episode.messages.append(reply)
         try:
             added = await (self._run_tools(reply) if reply.tool_calls else self._user_turn())
         except SimulatorError as error:

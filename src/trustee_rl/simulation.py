@@ -19,7 +19,7 @@ from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
 from trustee_rl.episode import EpisodeEnv, run_episode
 from trustee_rl.lm import LM, open_lm
 from trustee_rl.policy.lm_policy import LMPolicy, Policy
-from trustee_rl.schema import Episode, Verdict
+from trustee_rl.schema import Episode, SimCall, Verdict
 from trustee_rl.seeding import derive_rng, derive_seed
 from trustee_rl.sim.catalog import Catalog, load_catalog
 from trustee_rl.sim.judge import Judge, JudgeConfig
@@ -83,7 +83,7 @@ async def simulate_one(world: World, curriculum: Curriculum, index: int, store: 
     difficulty = curriculum.sample(derive_rng(config.seed, "difficulty", index))
     judge = Judge(world.simulator if config.judge.mode == "lm" else None, config.judge)
     generator = TaskGenerator(world.simulator, world.catalog, config.taskgen)
-    log: list = []
+    log: list[SimCall] = []
     try:
         task = await generator.generate(difficulty, task_seed, log)
     except SimulatorError as error:
@@ -153,7 +153,7 @@ async def run_simulation(
         store.log_metrics(
             batch,
             {
-                "mean_reward": sum(rewards) / len(rewards) if rewards else float("nan"),
+                "mean_reward": sum(rewards) / len(rewards) if rewards else float("nan"),  # stored as NULL
                 "scored": float(len(rewards)),
                 "difficulty": level_before,
                 "batch_wall_s": time.perf_counter() - started,

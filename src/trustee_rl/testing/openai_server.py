@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat server on loopback, for tests and benchmarks (stdlib only).
 
-python -m trustee_rl.testing.openai_server --port 8000 --delay 0.2
+Run one in the foreground with `python -m trustee_rl.testing.openai_server --port 8000 --delay 0.2`.
 """
 
 from __future__ import annotations
@@ -73,6 +73,21 @@ class SchemaResponder:
         return Reply(content=f"This is loopback reply {rng.randrange(1_000_000)}.")
 
 
+class AgentResponder:
+    """Plays a tool-using agent as well as the simulators: with `tools` on offer it calls one,
+    and once a tool result is in it answers the user in text; anything else goes to SchemaResponder.
+    Lets a whole episode run against one loopback server."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.schema = SchemaResponder(seed)
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        messages = request.get("messages") or [{}]
+        if request.get("tools") and messages[-1].get("role") == "tool":
+            return Reply(content="Done. Here is what I found: " + str(messages[-1].get("content"))[:80])
+        return self.schema(request)
+
+
 class ScriptedResponder:
     """Answers with `replies` in order; raises (so the server answers 500) once they run out."""
 
@@ -107,6 +122,8 @@ def _prompted_schema(request: dict[str, Any]) -> dict[str, Any] | None:
             continue
         after = content.split(_PROMPTED_SCHEMA_MARKER, 1)[1]
         start = after.find("{")
+        if start < 0:
+            continue
         try:
             schema, _ = json.JSONDecoder().raw_decode(after, start)
         except ValueError:
@@ -149,8 +166,13 @@ class _InstanceBuilder:
 
     def _resolved(self, schema: dict[str, Any]) -> dict[str, Any]:
         """Inline a local $ref and fold allOf into one schema (siblings win over the target)."""
+        seen: set[str] = set()
         while "$ref" in schema:
-            target = self._pointer(schema["$ref"])
+            ref = schema["$ref"]
+            if ref in seen:
+                raise ValueError(f"$ref cycle through {ref!r}")
+            seen.add(ref)
+            target = self._pointer(ref)
             schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
         for part in schema.get("allOf", []):
             schema = _merged(
@@ -202,7 +224,7 @@ class _InstanceBuilder:
     def _array(self, schema: dict[str, Any], depth: int) -> list[Any]:
         cap = schema.get("maxItems")
         low = schema.get("minItems", 0 if depth >= _OPTIONAL_DEPTH or cap == 0 else 1)
-        high = max(low, cap if cap is not None else low + 2)
+        high = low if depth >= _OPTIONAL_DEPTH else max(low, cap if cap is not None else low + 2)
         count = self.rng.randint(low, high)
         items = schema.get("items", True)
         value: list[Any] = []
@@ -399,6 +421,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: with Nagle on, each answer stalls ~40 ms on an ACK.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def do_GET(self) -> None:
@@ -491,9 +515,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-response-format", action="store_true", help="reject response_format with a 400"
     )
+    parser.add_argument(
+        "--agent", action="store_true", help="also play a tool-using agent (AgentResponder)"
+    )
     args = parser.parse_args(argv)
     server = LoopbackOpenAIServer(
-        SchemaResponder(args.seed),
+        AgentResponder(args.seed) if args.agent else SchemaResponder(args.seed),
         delay_s=args.delay,
         host=args.host,
         port=args.port,
