@@ -4,7 +4,15 @@ from typing import Any
 
 import pytest
 
-from trustee_rl.schema import Difficulty, ExpectedCall, ForbiddenRule, Provenance, RubricItem, Task, Tool
+from trustee_rl.schema import (
+    Difficulty,
+    ExpectedCall,
+    ForbiddenRule,
+    Provenance,
+    RubricItem,
+    Task,
+    Tool,
+)
 
 WEATHER = Tool(
     name="get_weather",
@@ -20,7 +28,10 @@ WEATHER = Tool(
     },
     returns={
         "type": "object",
-        "properties": {"temperature": {"type": "number"}, "summary": {"type": "string", "maxLength": 80}},
+        "properties": {
+            "temperature": {"type": "number"},
+            "summary": {"type": "string", "maxLength": 80},
+        },
         "required": ["temperature", "summary"],
         "additionalProperties": False,
     },
@@ -47,8 +58,14 @@ def make_task(strictness: int = 5, **overrides: Any) -> Task:
         forbidden=[ForbiddenRule(tool="delete_account", description="Never delete accounts.")],
         rubric=[RubricItem(id="report", description="Tells the user the weather.")],
         difficulty=Difficulty(
-            level=50, num_tools=2, num_calls=1, num_turns=1, prompt_specificity="brief",
-            persona="expert", ambiguity="somewhat", strictness=strictness,
+            level=50,
+            num_tools=2,
+            num_calls=1,
+            num_turns=1,
+            prompt_specificity="brief",
+            persona="expert",
+            ambiguity="somewhat",
+            strictness=strictness,
         ),
         seed=1,
         provenance=Provenance(simulator_model="test"),

@@ -28,9 +28,17 @@ def test_aspects_follow_level_without_exploration() -> None:
     easy = Curriculum(CurriculumConfig(initial_level=1, epsilon=0)).sample(random.Random(0))
     hard = Curriculum(CurriculumConfig(initial_level=100, epsilon=0)).sample(random.Random(0))
     assert (easy.num_tools, easy.num_calls, easy.num_turns, easy.strictness) == (1, 1, 1, 1)
-    assert (easy.prompt_specificity, easy.persona, easy.ambiguity) == ("detailed", "expert", "clear")
+    assert (easy.prompt_specificity, easy.persona, easy.ambiguity) == (
+        "detailed",
+        "expert",
+        "clear",
+    )
     assert (hard.num_tools, hard.num_calls, hard.num_turns, hard.strictness) == (10, 3, 2, 5)
-    assert (hard.prompt_specificity, hard.persona, hard.ambiguity) == ("generic", "novice", "highly")
+    assert (hard.prompt_specificity, hard.persona, hard.ambiguity) == (
+        "generic",
+        "novice",
+        "highly",
+    )
 
 
 def test_exploration_draws_within_the_bound() -> None:
@@ -56,7 +64,9 @@ def test_state_round_trips_with_aspect_stats() -> None:
     curriculum.record(difficulty, 1.0, True)
     curriculum.record(difficulty, -1.0, False)
     curriculum.update([1.0, -1.0])
-    restored = Curriculum(curriculum.config, CurriculumState.model_validate_json(curriculum.state.model_dump_json()))
+    restored = Curriculum(
+        curriculum.config, CurriculumState.model_validate_json(curriculum.state.model_dump_json())
+    )
     assert restored.state == curriculum.state
     stats = restored.state.aspect_stats["persona"][difficulty.persona]
     assert (stats.episodes, stats.successes, stats.mean_reward) == (2, 1, 0.0)

@@ -20,7 +20,9 @@ def test_parses_prose_and_parallel_calls() -> None:
 
 
 def test_malformed_calls_are_kept_with_a_parse_error() -> None:
-    _, calls = parse_assistant_text('<tool_call>{"name": "get_weather", "arguments": {"city": </tool_call>')
+    _, calls = parse_assistant_text(
+        '<tool_call>{"name": "get_weather", "arguments": {"city": </tool_call>'
+    )
     assert calls[0].parse_error and calls[0].parse_error.startswith("not JSON")
     _, calls = parse_assistant_text('<tool_call>{"arguments": {}}</tool_call>')
     assert calls[0].parse_error == "expected an object with a string 'name'"
@@ -29,7 +31,9 @@ def test_malformed_calls_are_kept_with_a_parse_error() -> None:
 
 
 def test_unterminated_call_at_max_tokens_still_parses() -> None:
-    _, calls = parse_assistant_text('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    _, calls = parse_assistant_text(
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}'
+    )
     assert calls[0].arguments == {"city": "Oslo"}
 
 
@@ -51,7 +55,10 @@ def test_text_rendering_puts_tools_in_system_and_results_in_user_turns() -> None
     assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user", "assistant"]
     assert rendered[0]["content"] == tools_system_prompt("Be brief.", [WEATHER])
     assert '"name": "get_weather"' in rendered[0]["content"] and "<tools>" in rendered[0]["content"]
-    assert rendered[2]["content"] == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    assert (
+        rendered[2]["content"]
+        == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    )
     assert rendered[3]["content"].count("<tool_response>") == 2
     _, reparsed = parse_assistant_text(rendered[2]["content"])
     assert reparsed[0].arguments == call.arguments

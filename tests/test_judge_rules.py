@@ -16,7 +16,15 @@ def episode_with(*calls: ToolCall, reply: str = "It is 3 degrees in Oslo.") -> E
         messages.append(Message(role="assistant", tool_calls=[call]))
         messages.append(Message(role="tool", content="{}", tool_call_id=call.id, name=call.name))
     messages.append(Message(role="assistant", content=reply))
-    return Episode(id="ep", task_id="task_test", index=0, seed=1, policy_model="p", messages=messages, status="done")
+    return Episode(
+        id="ep",
+        task_id="task_test",
+        index=0,
+        seed=1,
+        policy_model="p",
+        messages=messages,
+        status="done",
+    )
 
 
 def call(name: str = "get_weather", **arguments: Any) -> ToolCall:
@@ -28,7 +36,9 @@ def criteria(episode: Episode, strictness: int = 5) -> dict[str, bool]:
 
 
 async def reward(episode: Episode, strictness: int = 5, mode: str = "levels") -> float | None:
-    verdict = await Judge(None, JudgeConfig(mode="rules", reward=mode)).judge(make_task(strictness), episode)  # type: ignore[arg-type]
+    verdict = await Judge(None, JudgeConfig(mode="rules", reward=mode)).judge(
+        make_task(strictness), episode
+    )  # type: ignore[arg-type]
     assert verdict.scored and verdict.judge_model == "rules"
     return verdict.reward
 
@@ -79,7 +89,9 @@ async def test_repeated_identical_call_fails_redundancy() -> None:
 
 
 async def test_too_many_calls_fail_efficiency() -> None:
-    episode = episode_with(call(city="Oslo"), call(city="Oslo", unit="celsius"), call(city="Bergen"))
+    episode = episode_with(
+        call(city="Oslo"), call(city="Oslo", unit="celsius"), call(city="Bergen")
+    )
     assert criteria(episode)["efficiency"] is False
     assert await reward(episode, strictness=4) == 1.0
     assert await reward(episode, strictness=5) == 0.0
@@ -88,7 +100,9 @@ async def test_too_many_calls_fail_efficiency() -> None:
 async def test_no_call_fails_intent_and_graded_reward_gives_partial_credit() -> None:
     assert await reward(episode_with(), strictness=1) == 0.0
     # graded at strictness 2: intent_tools passes, correct_calls has 0 of 1 values right
-    assert await reward(episode_with(call(city="Rome")), strictness=2, mode="graded") == pytest.approx(0.5)
+    assert await reward(
+        episode_with(call(city="Rome")), strictness=2, mode="graded"
+    ) == pytest.approx(0.5)
 
 
 def test_lm_judge_requires_an_lm() -> None:

@@ -25,8 +25,15 @@ runner = CliRunner()
 
 def simulate(server: LoopbackOpenAIServer, run_dir: Path, *extra: str) -> Any:
     args = [
-        "simulate", "--run-dir", str(run_dir), "--policy", server.base_url, "--simulator", server.base_url,
-        "--json", *extra,
+        "simulate",
+        "--run-dir",
+        str(run_dir),
+        "--policy",
+        server.base_url,
+        "--simulator",
+        server.base_url,
+        "--json",
+        *extra,
     ]
     return runner.invoke(app, args)
 
@@ -34,7 +41,7 @@ def simulate(server: LoopbackOpenAIServer, run_dir: Path, *extra: str) -> Any:
 def replayable(run_dir: Path) -> list[Any]:
     """Everything a replay must reproduce, without timings."""
     with RunStore.open(run_dir) as store:
-        tasks = [t.model_dump(mode="json") for t in store.tasks()]
+        tasks = sorted((t.model_dump(mode="json") for t in store.tasks()), key=lambda t: t["id"])
         episodes = []
         for episode in store.episodes():
             messages = [m.model_dump(mode="json", exclude={"latency_s"}) for m in episode.messages]
@@ -49,7 +56,9 @@ def server() -> Any:
         yield running
 
 
-def test_full_loop_over_http_with_response_format(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+def test_full_loop_over_http_with_response_format(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
     result = simulate(server, tmp_path / "run", "--episodes", "4", "--seed", "3", "--judge", "lm")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -76,9 +85,13 @@ def test_full_loop_over_http_with_response_format(server: LoopbackOpenAIServer, 
             assert all(m.tool_call_id in call_ids for m in episode.messages if m.role == "tool")
 
 
-def test_same_seed_gives_identical_tasks_tool_results_and_verdicts(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_tasks_tool_results_and_verdicts(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
     for name in ("a", "b"):
-        result = simulate(server, tmp_path / name, "--episodes", "4", "--seed", "11", "--concurrency", "4")
+        result = simulate(
+            server, tmp_path / name, "--episodes", "4", "--seed", "11", "--concurrency", "4"
+        )
         assert result.exit_code == 0, result.output
     first, second = replayable(tmp_path / "a"), replayable(tmp_path / "b")
     assert first == second
@@ -88,7 +101,9 @@ def test_same_seed_gives_identical_tasks_tool_results_and_verdicts(server: Loopb
     assert replayable(tmp_path / "c")[0] != first[0]
 
 
-def test_rerun_on_same_dir_resumes_without_duplicates(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+def test_rerun_on_same_dir_resumes_without_duplicates(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     assert simulate(server, run_dir, "--episodes", "3", "--seed", "5").exit_code == 0
     before = replayable(run_dir)
@@ -107,8 +122,22 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path)
     run_dir = tmp_path / "run"
     with LoopbackOpenAIServer(AgentResponder(seed=0), delay_s=0.05) as server:
         command = [
-            sys.executable, "-m", "trustee_rl.cli", "simulate", "--run-dir", str(run_dir), "--episodes", "12",
-            "--seed", "2", "--concurrency", "2", "--policy", server.base_url, "--simulator", server.base_url,
+            sys.executable,
+            "-m",
+            "trustee_rl.cli",
+            "simulate",
+            "--run-dir",
+            str(run_dir),
+            "--episodes",
+            "12",
+            "--seed",
+            "2",
+            "--concurrency",
+            "2",
+            "--policy",
+            server.base_url,
+            "--simulator",
+            server.base_url,
             "--json",
         ]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -123,7 +152,11 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         with RunStore.open(run_dir) as store:
-            kept = {e.index: e.model_dump_json() for e in store.episodes() if e.index in store.completed_indices()}
+            kept = {
+                e.index: e.model_dump_json()
+                for e in store.episodes()
+                if e.index in store.completed_indices()
+            }
         assert 3 <= len(kept) < 12
         finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert finished.returncode == 0, finished.stderr
@@ -144,15 +177,23 @@ def closed_port_url() -> str:
 
 def test_unreachable_server_is_a_one_line_error(tmp_path: Path) -> None:
     url = closed_port_url()
-    result = runner.invoke(app, ["simulate", "--run-dir", str(tmp_path / "run"), "--policy", url, "--simulator", url])
+    result = runner.invoke(
+        app, ["simulate", "--run-dir", str(tmp_path / "run"), "--policy", url, "--simulator", url]
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot reach" in lines[0]
 
 
-def test_invalid_tool_schema_in_catalog_is_a_one_line_error(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+def test_invalid_tool_schema_in_catalog_is_a_one_line_error(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
     catalog = tmp_path / "catalog.json"
-    tool = {"name": "broken", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "strin"}}}}
+    tool = {
+        "name": "broken",
+        "description": "d",
+        "parameters": {"type": "object", "properties": {"x": {"type": "strin"}}},
+    }
     catalog.write_text(json.dumps({"domain": "bad", "description": "d", "tools": [tool]}))
     result = simulate(server, tmp_path / "run", "--catalog", str(catalog))
     assert result.exit_code == 2
@@ -160,7 +201,9 @@ def test_invalid_tool_schema_in_catalog_is_a_one_line_error(server: LoopbackOpen
     assert not (tmp_path / "run").exists()
 
 
-def test_corrupt_run_dir_is_an_error_and_left_untouched(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+def test_corrupt_run_dir_is_an_error_and_left_untouched(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     store_file = run_dir / "run.sqlite"

@@ -46,30 +46,56 @@ def _one_line(error: BaseException) -> str:
 
 @app.command()
 def simulate(
-    run_dir: Annotated[Path, typer.Option(help="where the run store lives; an existing run is resumed")],
+    run_dir: Annotated[
+        Path, typer.Option(help="where the run store lives; an existing run is resumed")
+    ],
     episodes: Annotated[int, typer.Option(min=1, help="episodes in the run")] = 8,
     seed: Annotated[int, typer.Option(help="the run's one seed")] = 0,
-    policy: Annotated[str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")] = "embedded",
-    policy_model: Annotated[str | None, typer.Option(help="model name on the policy server")] = None,
-    simulator: Annotated[str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")] = "embedded",
-    simulator_model: Annotated[str | None, typer.Option(help="model name on the simulator server")] = None,
-    difficulty: Annotated[
-        float | None, typer.Option(min=1, max=100, help="hold difficulty D fixed (default: adaptive curriculum)")
+    policy: Annotated[
+        str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")
+    ] = "embedded",
+    policy_model: Annotated[
+        str | None, typer.Option(help="model name on the policy server")
     ] = None,
-    catalog: Annotated[Path | None, typer.Option(help="tool catalog JSON file or directory (default: shipped)")] = None,
+    simulator: Annotated[
+        str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")
+    ] = "embedded",
+    simulator_model: Annotated[
+        str | None, typer.Option(help="model name on the simulator server")
+    ] = None,
+    difficulty: Annotated[
+        float | None,
+        typer.Option(min=1, max=100, help="hold difficulty D fixed (default: adaptive curriculum)"),
+    ] = None,
+    catalog: Annotated[
+        Path | None, typer.Option(help="tool catalog JSON file or directory (default: shipped)")
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="episodes in flight at once")] = 8,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="episodes per curriculum update (default: --concurrency)")
+        int | None,
+        typer.Option(min=1, help="episodes per curriculum update (default: --concurrency)"),
     ] = None,
-    judge: Annotated[str, typer.Option(help="'lm' (rules + simulator rubric) or 'rules' (deterministic only)")] = "lm",
+    judge: Annotated[
+        str, typer.Option(help="'lm' (rules + simulator rubric) or 'rules' (deterministic only)")
+    ] = "lm",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Roll out episodes in simulated environments, judge them, and store everything."""
     try:
         summary = _simulate(
-            run_dir=run_dir, episodes=episodes, seed=seed, policy=policy, policy_model=policy_model,
-            simulator=simulator, simulator_model=simulator_model, difficulty=difficulty, catalog=catalog,
-            concurrency=concurrency, batch_size=batch_size or concurrency, judge=judge, quiet=as_json,
+            run_dir=run_dir,
+            episodes=episodes,
+            seed=seed,
+            policy=policy,
+            policy_model=policy_model,
+            simulator=simulator,
+            simulator_model=simulator_model,
+            difficulty=difficulty,
+            catalog=catalog,
+            concurrency=concurrency,
+            batch_size=batch_size or concurrency,
+            judge=judge,
+            quiet=as_json,
         )
     except _known_errors() as error:
         fail(_one_line(error))
@@ -79,13 +105,19 @@ def simulate(
         _print_summary(summary)
 
 
-def _simulate(*, run_dir: Path, difficulty: float | None, catalog: Path | None, judge: str, quiet: bool,
-              **options: Any) -> dict[str, Any]:
-    from trustee_rl.simulation import RESUME_KEYS, SimulateConfig, World
-    from trustee_rl.store import RunStore
-
+def _simulate(
+    *,
+    run_dir: Path,
+    difficulty: float | None,
+    catalog: Path | None,
+    judge: str,
+    quiet: bool,
+    **options: Any,
+) -> dict[str, Any]:
     from trustee_rl.curriculum import CurriculumConfig
     from trustee_rl.sim.judge import JudgeConfig
+    from trustee_rl.simulation import RESUME_KEYS, SimulateConfig, World
+    from trustee_rl.store import RunStore
 
     curriculum = CurriculumConfig()
     if difficulty is not None:
@@ -97,7 +129,9 @@ def _simulate(*, run_dir: Path, difficulty: float | None, catalog: Path | None, 
         judge=JudgeConfig.model_validate({"mode": judge}),
     )
     world = World.open(config)  # catalog and backends are checked before anything is written
-    store, resumed = RunStore.open_or_create(run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS)
+    store, resumed = RunStore.open_or_create(
+        run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS
+    )
     started = time.perf_counter()
     try:
         with _progress(config.episodes, len(store.completed_indices()), quiet) as on_episode:
@@ -120,12 +154,24 @@ class _progress:
     """A progress bar over episodes, showing the running mean reward."""
 
     def __init__(self, total: int, done: int, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.rewards: list[float] = []
         self.progress = Progress(
-            TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), disable=quiet, console=_stderr_console(),
+            TextColumn("[bold]simulate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            disable=quiet,
+            console=_stderr_console(),
+            transient=True,
         )
         self.task_id = self.progress.add_task("episodes", total=total, completed=done, status="")
 
@@ -137,7 +183,9 @@ class _progress:
         if verdict.scored:
             self.rewards.append(verdict.reward)
         mean = sum(self.rewards) / len(self.rewards) if self.rewards else float("nan")
-        self.progress.update(self.task_id, advance=1, status=f"mean reward {mean:+.2f} ({len(self.rewards)} scored)")
+        self.progress.update(
+            self.task_id, advance=1, status=f"mean reward {mean:+.2f} ({len(self.rewards)} scored)"
+        )
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
@@ -156,7 +204,9 @@ def _summary(store: Any, wall_s: float, resumed: bool) -> dict[str, Any]:
     usage = [e.usage for e in episodes]
     summary["prompt_tokens"] = sum(u.prompt_tokens for u in usage)
     summary["completion_tokens"] = sum(u.completion_tokens for u in usage)
-    summary["unscored_reasons"] = sorted({v.unscored_reason for v in store.verdicts() if not v.scored})
+    summary["unscored_reasons"] = sorted(
+        {v.unscored_reason for v in store.verdicts() if not v.scored}
+    )
     summary["wall_s"] = round(wall_s, 2)
     summary["resumed"] = resumed
     return summary
@@ -172,7 +222,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("scored", f"{summary['scored']} ({summary['unscored']} unscored)"),
         ("mean reward", "n/a" if mean is None else f"{mean:+.3f}"),
         ("simulator calls", summary["simulator_calls"]),
-        ("tokens (prompt / completion)", f"{summary['prompt_tokens']} / {summary['completion_tokens']}"),
+        (
+            "tokens (prompt / completion)",
+            f"{summary['prompt_tokens']} / {summary['completion_tokens']}",
+        ),
         ("wall time", f"{summary['wall_s']:.1f} s"),
     ]
     for name, value in rows:
@@ -202,6 +255,22 @@ def export(
         fail(_one_line(error))
     for path in paths:
         typer.echo(str(path))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    out: Annotated[Path | None, typer.Option(help="HTML file; default RUN_DIR/report.html")] = None,
+) -> None:
+    """Write a self-contained HTML report of a run: curves, success rates, criteria, episodes."""
+    from trustee_rl.report import write_report
+
+    errors: tuple[type[BaseException], ...] = (*_known_errors(), OSError)
+    try:
+        path = write_report(run_dir, out)
+    except errors as error:
+        fail(_one_line(error))
+    typer.echo(str(path))
 
 
 def main() -> None:

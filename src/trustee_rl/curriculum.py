@@ -35,7 +35,9 @@ class CurriculumConfig(BaseModel):
     initial_level: float = Field(default=10.0, ge=D_MIN, le=D_MAX)
     step: float = Field(default=3.0, gt=0, description="delta: how far D moves per update")
     low: float = Field(default=0.0, description="eta_low: D falls when the mean reward is below it")
-    high: float = Field(default=0.5, description="eta_high: D rises when the mean reward is above it")
+    high: float = Field(
+        default=0.5, description="eta_high: D rises when the mean reward is above it"
+    )
     epsilon: float = Field(default=0.5, ge=0, le=1, description="chance to randomise each aspect")
     mode: Literal["adaptive", "fixed"] = "adaptive"
 
@@ -65,7 +67,7 @@ class CurriculumState(BaseModel):
 def _bound(level: float, size: int) -> int:
     """Index of the hardest of `size` ordered values that level D allows."""
     fraction = (level - D_MIN) / (D_MAX - D_MIN)
-    return min(size - 1, int(round(fraction * (size - 1))))
+    return min(size - 1, round(fraction * (size - 1)))
 
 
 class Curriculum:

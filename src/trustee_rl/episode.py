@@ -45,7 +45,11 @@ class EpisodeEnv:
         self.judge = judge
         self.seed = seed
         self.episode = Episode(
-            id=f"ep_{seed:08x}_{index}", task_id=task.id, index=index, seed=seed, policy_model=policy_model
+            id=f"ep_{seed:08x}_{index}",
+            task_id=task.id,
+            index=index,
+            seed=seed,
+            policy_model=policy_model,
         )
         self.policy_turns = 0
         self.user_turns = 0
@@ -58,7 +62,10 @@ class EpisodeEnv:
     def reset(self) -> list[Message]:
         """The policy's first view: the system prompt and the user's opening message."""
         self._started = time.perf_counter()
-        self.episode.messages = [Message(role="system", content=self.task.system_prompt), self.user.opening()]
+        self.episode.messages = [
+            Message(role="system", content=self.task.system_prompt),
+            self.user.opening(),
+        ]
         return list(self.episode.messages)
 
     async def step(self, reply: Message) -> StepResult:
@@ -87,7 +94,9 @@ class EpisodeEnv:
 
     async def _user_turn(self) -> list[Message]:
         self.user_turns += 1
-        message, finished = await self.user.reply(self.episode.messages, self.user_turns, self.episode.sim_calls)
+        message, finished = await self.user.reply(
+            self.episode.messages, self.user_turns, self.episode.sim_calls
+        )
         if finished:
             self._end("done", "user_done")
         return [message]
@@ -106,7 +115,10 @@ class EpisodeEnv:
             raise RuntimeError("finish() before the episode ended")
         if self.episode.status == "failed":
             return Verdict.unscored(
-                self.episode.id, self.episode.end_reason or "failed", self.judge.model, self.judge.prompt_version
+                self.episode.id,
+                self.episode.end_reason or "failed",
+                self.judge.model,
+                self.judge.prompt_version,
             )
         return await self.judge.judge(self.task, self.episode)
 

@@ -50,7 +50,16 @@ class SimulateConfig(BaseModel):
 
 
 # Changing these between a run and its resume would make the stored episodes a mix of two runs.
-RESUME_KEYS = ("seed", "policy", "simulator", "catalog", "curriculum", "taskgen", "judge", "batch_size")
+RESUME_KEYS = (
+    "seed",
+    "policy",
+    "simulator",
+    "catalog",
+    "curriculum",
+    "taskgen",
+    "judge",
+    "batch_size",
+)
 
 
 @dataclass
@@ -67,7 +76,9 @@ class World:
         catalog = load_catalog(Path(config.catalog) if config.catalog else None)
         simulator = open_lm(config.simulator, config.simulator_model)
         policy_lm = open_lm(config.policy, config.policy_model)
-        policy = LMPolicy(policy_lm, max_tokens=config.policy_max_tokens, temperature=config.policy_temperature)
+        policy = LMPolicy(
+            policy_lm, max_tokens=config.policy_max_tokens, temperature=config.policy_temperature
+        )
         return cls(simulator=simulator, policy=policy, catalog=catalog, config=config)
 
     async def close(self) -> None:
@@ -76,7 +87,9 @@ class World:
             await self.policy.lm.aclose()
 
 
-async def simulate_one(world: World, curriculum: Curriculum, index: int, store: RunStore) -> tuple[Episode, Verdict]:
+async def simulate_one(
+    world: World, curriculum: Curriculum, index: int, store: RunStore
+) -> tuple[Episode, Verdict]:
     config = world.config
     task_seed = derive_seed(config.seed, "task", index)
     episode_seed = derive_seed(config.seed, "episode", index)
@@ -88,11 +101,18 @@ async def simulate_one(world: World, curriculum: Curriculum, index: int, store: 
         task = await generator.generate(difficulty, task_seed, log)
     except SimulatorError as error:
         episode = Episode(
-            id=f"ep_{episode_seed:08x}_{index}", task_id=f"task_{task_seed:08x}", index=index, seed=episode_seed,
-            policy_model=world.policy.model, sim_calls=log, status="failed",
+            id=f"ep_{episode_seed:08x}_{index}",
+            task_id=f"task_{task_seed:08x}",
+            index=index,
+            seed=episode_seed,
+            policy_model=world.policy.model,
+            sim_calls=log,
+            status="failed",
             end_reason=f"task generation failed: {error}",
         )
-        verdict = Verdict.unscored(episode.id, episode.end_reason or "", judge.model, judge.prompt_version)
+        verdict = Verdict.unscored(
+            episode.id, episode.end_reason or "", judge.model, judge.prompt_version
+        )
         store.save_episode(episode, verdict)
         return episode, verdict
     store.save_task(task)
@@ -115,17 +135,16 @@ ProgressCallback = Callable[[Episode, Verdict], None]
 
 
 async def run_simulation(
-    config: SimulateConfig, store: RunStore, world: World, on_episode: ProgressCallback | None = None
+    config: SimulateConfig,
+    store: RunStore,
+    world: World,
+    on_episode: ProgressCallback | None = None,
 ) -> None:
     """Run (or resume) every episode of the run that is not stored yet."""
     store.discard_incomplete()
-    latest = store.latest_curriculum()
-    curriculum = Curriculum(
-        config.curriculum, CurriculumState.model_validate(latest[1]) if latest else None
-    )
-    first_batch = latest[0] + 1 if latest else 0
+    saved = dict(store.curriculum_states())
     done = store.completed_indices()
-    batches = range(first_batch, -(-config.episodes // config.batch_size))
+    curriculum = Curriculum(config.curriculum)
     limiter = asyncio.Semaphore(config.concurrency)
 
     async def one(index: int) -> tuple[Episode, Verdict]:
@@ -135,10 +154,23 @@ async def run_simulation(
             on_episode(episode, verdict)
         return episode, verdict
 
-    for batch in batches:
-        indices = range(batch * config.batch_size, min(config.episodes, (batch + 1) * config.batch_size))
+    for batch in range(-(-config.episodes // config.batch_size)):
+        indices = range(
+            batch * config.batch_size, min(config.episodes, (batch + 1) * config.batch_size)
+        )
+        missing = [i for i in indices if i not in done]
+        if not missing and batch in saved:
+            curriculum.state = CurriculumState.model_validate(saved[batch])
+            continue
+        # A batch (re)starts from the state its predecessor left, so a resume replays it exactly.
+        before = saved.get(batch - 1)
+        curriculum.state = (
+            CurriculumState.model_validate(before)
+            if before
+            else CurriculumState(level=config.curriculum.initial_level)
+        )
         started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in indices if i not in done))
+        await asyncio.gather(*(one(i) for i in missing))
         rewards = []
         for index in indices:
             stored = store.episode(index)
@@ -150,10 +182,13 @@ async def run_simulation(
         level_before = curriculum.level
         curriculum.update(rewards)
         store.save_curriculum(batch, curriculum.state.model_dump())
+        saved[batch] = curriculum.state.model_dump()
         store.log_metrics(
             batch,
             {
-                "mean_reward": sum(rewards) / len(rewards) if rewards else float("nan"),  # stored as NULL
+                "mean_reward": sum(rewards) / len(rewards)
+                if rewards
+                else float("nan"),  # stored as NULL
                 "scored": float(len(rewards)),
                 "difficulty": level_before,
                 "batch_wall_s": time.perf_counter() - started,

@@ -19,4 +19,6 @@ def open_lm(spec: str, model: str | None = None) -> LM:
         from trustee_rl.lm.openai_http import OpenAIHTTPLM
 
         return OpenAIHTTPLM(spec.rstrip("/"), model=model)
-    raise ValueError(f"unknown model spec {spec!r}: use 'embedded' or an http(s):// URL of an OpenAI-compatible server")
+    raise ValueError(
+        f"unknown model spec {spec!r}: use 'embedded' or an http(s):// URL of an OpenAI-compatible server"
+    )

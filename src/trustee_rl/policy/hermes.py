@@ -68,7 +68,9 @@ def to_text_messages(messages: list[Message], tools: list[Tool]) -> list[dict[st
     rendered: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":
-            rendered.append({"role": "system", "content": tools_system_prompt(message.content or "", tools)})
+            rendered.append(
+                {"role": "system", "content": tools_system_prompt(message.content or "", tools)}
+            )
         elif message.role == "assistant":
             parts = [message.content] if message.content else []
             parts += [format_tool_call(call) for call in message.tool_calls]

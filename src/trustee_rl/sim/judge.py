@@ -33,7 +33,11 @@ class JudgeConfig(BaseModel):
 
 def _criterion(name: str, passed: bool, reason: str, score: float | None = None) -> CriterionResult:
     return CriterionResult(
-        name=name, passed=passed, reason=reason, source="rule", score=float(passed) if score is None else score
+        name=name,
+        passed=passed,
+        reason=reason,
+        source="rule",
+        score=float(passed) if score is None else score,
     )
 
 
@@ -49,7 +53,10 @@ def _leaf_score(expected: ExpectedCall, call: ToolCall) -> float:
         return 0.0
     if not expected.arguments:
         return 1.0
-    hits = sum(_arguments_match(value, call.arguments.get(key)) for key, value in expected.arguments.items())
+    hits = sum(
+        _arguments_match(value, call.arguments.get(key))
+        for key, value in expected.arguments.items()
+    )
     return hits / len(expected.arguments)
 
 
@@ -61,28 +68,64 @@ def rule_criteria(task: Task, episode: Episode) -> list[CriterionResult]:
     results: list[CriterionResult] = []
 
     forbidden = [rule.tool for rule in task.forbidden if rule.tool and rule.tool in called]
-    results.append(_criterion("no_forbidden", not forbidden, f"called forbidden {forbidden}" if forbidden else "no forbidden tool called"))
-    unknown = sorted({call.name for call in calls if not call.parse_error and task.tool(call.name) is None})
-    results.append(_criterion("known_tools", not unknown, f"called unknown tools {unknown}" if unknown else "only offered tools called"))
+    results.append(
+        _criterion(
+            "no_forbidden",
+            not forbidden,
+            f"called forbidden {forbidden}" if forbidden else "no forbidden tool called",
+        )
+    )
+    unknown = sorted(
+        {call.name for call in calls if not call.parse_error and task.tool(call.name) is None}
+    )
+    results.append(
+        _criterion(
+            "known_tools",
+            not unknown,
+            f"called unknown tools {unknown}" if unknown else "only offered tools called",
+        )
+    )
 
     missing = [e.name for e in expected if e.name not in called]
-    results.append(_criterion("intent_tools", not missing, f"never called {missing}" if missing else "every needed tool called"))
+    results.append(
+        _criterion(
+            "intent_tools",
+            not missing,
+            f"never called {missing}" if missing else "every needed tool called",
+        )
+    )
 
     scores = [max((_leaf_score(e, call) for call in calls), default=0.0) for e in expected]
     score = sum(scores) / len(scores) if scores else 1.0
     results.append(
-        _criterion("correct_calls", score == 1.0, f"{score:.0%} of expected argument values matched", score)
+        _criterion(
+            "correct_calls", score == 1.0, f"{score:.0%} of expected argument values matched", score
+        )
     )
 
     problems = [error for call in calls if (error := call_error(call, task))]
-    results.append(_criterion("valid_calls", not problems, problems[0] if problems else "every call well-formed"))
+    results.append(
+        _criterion(
+            "valid_calls", not problems, problems[0] if problems else "every call well-formed"
+        )
+    )
 
     signatures = [call.signature() for call in calls if not call.parse_error]
     repeated = len(signatures) - len(set(signatures))
-    results.append(_criterion("no_redundancy", repeated == 0, f"{repeated} repeated identical calls" if repeated else "no repeated call"))
+    results.append(
+        _criterion(
+            "no_redundancy",
+            repeated == 0,
+            f"{repeated} repeated identical calls" if repeated else "no repeated call",
+        )
+    )
 
     budget = len(expected) + 1
-    results.append(_criterion("efficiency", len(calls) <= budget, f"{len(calls)} calls for a budget of {budget}"))
+    results.append(
+        _criterion(
+            "efficiency", len(calls) <= budget, f"{len(calls)} calls for a budget of {budget}"
+        )
+    )
     return results
 
 
@@ -119,7 +162,9 @@ class Judge:
             try:
                 criteria += await self._lm_criteria(task, episode)
             except SimulatorError as error:
-                return Verdict.unscored(episode.id, f"judge failed: {error}", self.model, self.prompt_version)
+                return Verdict.unscored(
+                    episode.id, f"judge failed: {error}", self.model, self.prompt_version
+                )
         active = self._active(task, criteria)
         violated = [c for c in criteria if c.name in VIOLATIONS and not c.passed]
         return Verdict(
@@ -146,10 +191,15 @@ class Judge:
         assert self.lm is not None
         checks = {"intent": f"The user's goal was achieved: {task.goal}"}
         checks |= {f"rubric:{item.id}": item.description for item in task.rubric}
-        checks["grounded"] = "Everything the assistant told the user is supported by tool results or by the user."
+        checks["grounded"] = (
+            "Everything the assistant told the user is supported by tool results or by the user."
+        )
         verdict_schema = {
             "type": "object",
-            "properties": {"reason": {"type": "string", "maxLength": 150}, "passed": {"type": "boolean"}},
+            "properties": {
+                "reason": {"type": "string", "maxLength": 150},
+                "passed": {"type": "boolean"},
+            },
             "required": ["reason", "passed"],
             "additionalProperties": False,
         }
@@ -177,7 +227,10 @@ class Judge:
         )
         return [
             CriterionResult(
-                name=name, passed=value[name]["passed"], reason=value[name]["reason"], source="judge",
+                name=name,
+                passed=value[name]["passed"],
+                reason=value[name]["reason"],
+                source="judge",
                 score=float(value[name]["passed"]),
             )
             for name in checks
@@ -196,5 +249,7 @@ def _full_transcript(episode: Episode) -> str:
         if message.content:
             lines.append(f"{message.role.title()}: {message.content}")
         for call in message.tool_calls:
-            lines.append(f"Assistant calls {call.name}({json.dumps(call.arguments, sort_keys=True)})")
+            lines.append(
+                f"Assistant calls {call.name}({json.dumps(call.arguments, sort_keys=True)})"
+            )
     return "\n".join(lines) or transcript(episode.messages)

@@ -72,12 +72,17 @@ async def ask_json(
         conversation = [
             *messages,
             {"role": "assistant", "content": completion.text},
-            {"role": "user", "content": f"That output was rejected: {complaint}. Reply again, fixing it."},
+            {
+                "role": "user",
+                "content": f"That output was rejected: {complaint}. Reply again, fixing it.",
+            },
         ]
     raise SimulatorError(f"{role} simulator gave no valid output in {retries} tries: {complaint}")
 
 
-def _accept(text: str, validator: jsonschema.Draft202012Validator, check: Check | None) -> tuple[Any, str | None]:
+def _accept(
+    text: str, validator: jsonschema.Draft202012Validator, check: Check | None
+) -> tuple[Any, str | None]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:

@@ -51,7 +51,10 @@ class TaskGenConfig(BaseModel):
         "(robust with a small simulator) or the simulator itself (more varied)",
     )
     invent_tools: float = Field(
-        default=0.0, ge=0, le=1, description="chance that one distractor is invented by the simulator"
+        default=0.0,
+        ge=0,
+        le=1,
+        description="chance that one distractor is invented by the simulator",
     )
 
 
@@ -66,13 +69,18 @@ class TaskGenerator:
         domain = rng.choice(self.catalog.domains)
         targets = _pick_targets(domain, difficulty.num_calls, rng)
         distractors = await self._distractors(domain, targets, difficulty.num_tools, rng, seed, log)
-        expected = [await self._expected_call(tool, domain, seed, index, log) for index, tool in enumerate(targets)]
+        expected = [
+            await self._expected_call(tool, domain, seed, index, log)
+            for index, tool in enumerate(targets)
+        ]
         facts = _flatten_arguments(expected)
         withheld = _withheld_keys(facts, difficulty, rng)
         stated = {key: value for key, value in facts.items() if key not in withheld}
         tools = [*targets, *distractors]
         rng.shuffle(tools)
-        writing = await self._write_request(domain, difficulty, targets, stated, withheld, tools, seed, log)
+        writing = await self._write_request(
+            domain, difficulty, targets, stated, withheld, tools, seed, log
+        )
         forbidden = [
             ForbiddenRule(
                 tool=tool.name,
@@ -103,20 +111,32 @@ class TaskGenerator:
             seed=seed,
             provenance=Provenance(
                 simulator_model=self.lm.model,
-                prompt_versions={call.role: call.prompt_version for call in log} | {"agent_system": AGENT_PROMPTS_VERSION},
+                prompt_versions={call.role: call.prompt_version for call in log}
+                | {"agent_system": AGENT_PROMPTS_VERSION},
                 source="catalog",
             ),
         )
 
     async def _distractors(
-        self, domain: Domain, targets: list[Tool], num_tools: int, rng: random.Random, seed: int, log: list[SimCall]
+        self,
+        domain: Domain,
+        targets: list[Tool],
+        num_tools: int,
+        rng: random.Random,
+        seed: int,
+        log: list[SimCall],
     ) -> list[Tool]:
         wanted = num_tools - len(targets)
         used = {tool.name for tool in targets}
         pool = [tool for tool in domain.tools if tool.name not in used]
         rng.shuffle(pool)
         chosen = pool[:wanted]
-        others = [tool for other in self.catalog.domains if other.name != domain.name for tool in other.tools]
+        others = [
+            tool
+            for other in self.catalog.domains
+            if other.name != domain.name
+            for tool in other.tools
+        ]
         while len(chosen) < wanted and others:  # small domains borrow from the rest of the catalog
             tool = others.pop(rng.randrange(len(others)))
             if tool.name not in used | {t.name for t in chosen}:
@@ -125,14 +145,18 @@ class TaskGenerator:
             chosen[-1] = await self._invent_tool(domain, [*targets, *chosen[:-1]], seed, log)
         return chosen
 
-    async def _invent_tool(self, domain: Domain, existing: list[Tool], seed: int, log: list[SimCall]) -> Tool:
+    async def _invent_tool(
+        self, domain: Domain, existing: list[Tool], seed: int, log: list[SimCall]
+    ) -> Tool:
         prompt = load_prompt("invent_tool")
         taken = {tool.name for tool in existing}
         value = await ask_json(
             self.lm,
             role="taskgen",
             prompt=prompt,
-            messages=prompt.render(domain_title=_title(domain.name), existing=", ".join(sorted(taken))),
+            messages=prompt.render(
+                domain_title=_title(domain.name), existing=", ".join(sorted(taken))
+            ),
             schema=INVENTED_TOOL_SCHEMA,
             seed=derive_seed(seed, "invent"),
             log=log,
@@ -140,16 +164,22 @@ class TaskGenerator:
         )
         return _invented_tool(value)
 
-    async def _expected_call(self, tool: Tool, domain: Domain, seed: int, index: int, log: list[SimCall]) -> ExpectedCall:
+    async def _expected_call(
+        self, tool: Tool, domain: Domain, seed: int, index: int, log: list[SimCall]
+    ) -> ExpectedCall:
         if self.config.argument_source == "catalog":
-            return ExpectedCall(name=tool.name, arguments=example_arguments(tool, derive_rng(seed, "args", index)))
+            return ExpectedCall(
+                name=tool.name, arguments=example_arguments(tool, derive_rng(seed, "args", index))
+            )
         prompt = load_prompt("arguments")
         arguments = await ask_json(
             self.lm,
             role="taskgen",
             prompt=prompt,
             messages=prompt.render(
-                domain_title=_title(domain.name), tool_name=tool.name, tool_description=tool.description
+                domain_title=_title(domain.name),
+                tool_name=tool.name,
+                tool_description=tool.description,
             ),
             schema=tool.parameters,
             seed=derive_seed(seed, "args", index),
@@ -202,7 +232,11 @@ REQUEST_SCHEMA: dict[str, Any] = {
     "properties": {
         "goal": {"type": "string", "minLength": 10, "maxLength": 200},
         "initial_message": {"type": "string", "minLength": 10, "maxLength": 300},
-        "rubric": {"type": "array", "items": {"type": "string", "minLength": 5, "maxLength": 120}, "maxItems": 2},
+        "rubric": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 5, "maxLength": 120},
+            "maxItems": 2,
+        },
     },
     "required": ["goal", "initial_message", "rubric"],
     "additionalProperties": False,
@@ -219,7 +253,11 @@ INVENTED_TOOL_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,30}$", "maxLength": 31},
+                    "name": {
+                        "type": "string",
+                        "pattern": "^[a-z][a-z0-9_]{0,30}$",
+                        "maxLength": 31,
+                    },
                     "type": {"enum": ["string", "integer", "number", "boolean"]},
                     "description": {"type": "string", "maxLength": 100},
                     "required": {"type": "boolean"},
@@ -245,7 +283,12 @@ def _invented_tool(value: dict[str, Any]) -> Tool:
     return Tool(
         name=value["name"],
         description=value["description"],
-        parameters={"type": "object", "properties": properties, "required": required, "additionalProperties": False},
+        parameters={
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        },
     )
 
 
@@ -292,10 +335,17 @@ def _with_stated_facts(message: str, stated: dict[str, str]) -> str:
 
 def _rubric(withheld: list[str], written: list[str]) -> list[RubricItem]:
     items = [
-        RubricItem(id=f"ask_{i}", description=f"The assistant asks the user for the {key.replace('_', ' ')}.")
+        RubricItem(
+            id=f"ask_{i}",
+            description=f"The assistant asks the user for the {key.replace('_', ' ')}.",
+        )
         for i, key in enumerate(withheld, 1)
     ]
-    items.append(RubricItem(id="report", description="The assistant tells the user the outcome of what it did."))
+    items.append(
+        RubricItem(
+            id="report", description="The assistant tells the user the outcome of what it did."
+        )
+    )
     items += [RubricItem(id=f"extra_{i}", description=text) for i, text in enumerate(written, 1)]
     return items
 

@@ -20,7 +20,10 @@ from trustee_rl.sim.structured import ask_json
 
 FALLBACK_RETURNS: dict[str, Any] = {
     "type": "object",
-    "properties": {"status": {"enum": ["ok", "error"]}, "message": {"type": "string", "maxLength": 200}},
+    "properties": {
+        "status": {"enum": ["ok", "error"]},
+        "message": {"type": "string", "maxLength": 200},
+    },
     "required": ["status", "message"],
     "additionalProperties": False,
 }
@@ -33,7 +36,9 @@ def call_error(call: ToolCall, task: Task) -> str | None:
     tool = task.tool(call.name)
     if tool is None:
         return f"unknown tool '{call.name}'; available: {', '.join(t.name for t in task.tools)}"
-    problem = next(iter(jsonschema.Draft202012Validator(tool.parameters).iter_errors(call.arguments)), None)
+    problem = next(
+        iter(jsonschema.Draft202012Validator(tool.parameters).iter_errors(call.arguments)), None
+    )
     if problem is not None:
         where = "/".join(str(p) for p in problem.absolute_path) or "arguments"
         return f"invalid arguments for {tool.name} at {where}: {problem.message[:200]}"
@@ -59,7 +64,9 @@ class ToolSimulator:
             self.ledger[signature] = await self._simulate(tool, call, signature, log)
         return self._result(call, self.ledger[signature])
 
-    async def _simulate(self, tool: Tool, call: ToolCall, signature: str, log: list[SimCall]) -> str:
+    async def _simulate(
+        self, tool: Tool, call: ToolCall, signature: str, log: list[SimCall]
+    ) -> str:
         earlier = "\n".join(f"{sig} -> {result}" for sig, result in self.ledger.items()) or "(none)"
         facts = "; ".join(f"{k}: {v}" for k, v in self.task.private_facts.items()) or "(none)"
         messages = self.prompt.render(

@@ -42,10 +42,15 @@ class UserSimulator:
     def opening(self) -> Message:
         return Message(role="user", content=self.task.initial_message)
 
-    async def reply(self, conversation: list[Message], turn: int, log: list[SimCall]) -> tuple[Message, bool]:
+    async def reply(
+        self, conversation: list[Message], turn: int, log: list[SimCall]
+    ) -> tuple[Message, bool]:
         """The user's next message and whether the user considers the conversation over."""
         task = self.task
-        facts = "; ".join(f"{key}: {value}" for key, value in task.private_facts.items()) or "none beyond your request"
+        facts = (
+            "; ".join(f"{key}: {value}" for key, value in task.private_facts.items())
+            or "none beyond your request"
+        )
         messages = self.prompt.render(
             persona=task.persona,
             persona_style=PERSONA_STYLE[task.persona],
@@ -54,7 +59,9 @@ class UserSimulator:
             facts=facts,
             transcript=transcript(conversation),
         )
-        last_agent = next((m.content or "" for m in reversed(conversation) if m.role == "assistant"), "")
+        last_agent = next(
+            (m.content or "" for m in reversed(conversation) if m.role == "assistant"), ""
+        )
         value = await ask_json(
             self.lm,
             role="user",
@@ -74,7 +81,9 @@ class UserSimulator:
         if named:
             return f"the user must not name functions ({', '.join(named)})"
         if not asked:
-            volunteered = [key for key, value in self.task.private_facts.items() if value.lower() in text]
+            volunteered = [
+                key for key, value in self.task.private_facts.items() if value.lower() in text
+            ]
             if volunteered:
                 return f"the assistant did not ask, so do not give {', '.join(volunteered)} yet"
         return None
