@@ -101,6 +101,11 @@ class EpisodeEnv:
             self._end("done", "user_done")
         return [message]
 
+    def stop(self, reason: str) -> None:
+        """End the episode early but normally (e.g. the policy's token budget ran out); it is judged."""
+        if not self.done:
+            self._end("done", reason)
+
     def fail(self, reason: str) -> None:
         """End the episode because its policy could not act; it will be unscored."""
         self._end("failed", reason)

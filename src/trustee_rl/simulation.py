@@ -16,17 +16,16 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
-from trustee_rl.episode import EpisodeEnv, run_episode
-from trustee_rl.lm import LM, open_lm
+from trustee_rl.environment import Environment
+from trustee_rl.episode import run_episode
+from trustee_rl.lm import open_lm
 from trustee_rl.policy.lm_policy import LMPolicy, Policy
 from trustee_rl.schema import Episode, SimCall, Verdict
 from trustee_rl.seeding import derive_rng, derive_seed
-from trustee_rl.sim.catalog import Catalog, load_catalog
-from trustee_rl.sim.judge import Judge, JudgeConfig
+from trustee_rl.sim.catalog import load_catalog
+from trustee_rl.sim.judge import JudgeConfig
 from trustee_rl.sim.structured import SimulatorError
-from trustee_rl.sim.taskgen import TaskGenConfig, TaskGenerator
-from trustee_rl.sim.tools import ToolSimulator
-from trustee_rl.sim.user import UserSimulator
+from trustee_rl.sim.taskgen import TaskGenConfig
 from trustee_rl.store import RunStore
 
 
@@ -64,11 +63,10 @@ RESUME_KEYS = (
 
 @dataclass
 class World:
-    """Everything an episode needs besides its index: the simulators' LM, the policy, the catalog."""
+    """Everything an episode needs besides its index: the simulated environment and the policy."""
 
-    simulator: LM
+    environment: Environment
     policy: Policy
-    catalog: Catalog
     config: SimulateConfig
 
     @classmethod
@@ -79,11 +77,13 @@ class World:
         policy = LMPolicy(
             policy_lm, max_tokens=config.policy_max_tokens, temperature=config.policy_temperature
         )
-        return cls(simulator=simulator, policy=policy, catalog=catalog, config=config)
+        environment = Environment(simulator, catalog, config.judge, config.taskgen)
+        return cls(environment=environment, policy=policy, config=config)
 
     async def close(self) -> None:
-        await self.simulator.aclose()
-        if isinstance(self.policy, LMPolicy) and self.policy.lm is not self.simulator:
+        simulator = self.environment.simulator
+        await simulator.aclose()
+        if isinstance(self.policy, LMPolicy) and self.policy.lm is not simulator:
             await self.policy.lm.aclose()
 
 
@@ -94,11 +94,10 @@ async def simulate_one(
     task_seed = derive_seed(config.seed, "task", index)
     episode_seed = derive_seed(config.seed, "episode", index)
     difficulty = curriculum.sample(derive_rng(config.seed, "difficulty", index))
-    judge = Judge(world.simulator if config.judge.mode == "lm" else None, config.judge)
-    generator = TaskGenerator(world.simulator, world.catalog, config.taskgen)
+    environment = world.environment
     log: list[SimCall] = []
     try:
-        task = await generator.generate(difficulty, task_seed, log)
+        task = await environment.task(difficulty, task_seed, log)
     except SimulatorError as error:
         episode = Episode(
             id=f"ep_{episode_seed:08x}_{index}",
@@ -110,21 +109,14 @@ async def simulate_one(
             status="failed",
             end_reason=f"task generation failed: {error}",
         )
+        judge = environment.judge
         verdict = Verdict.unscored(
             episode.id, episode.end_reason or "", judge.model, judge.prompt_version
         )
         store.save_episode(episode, verdict)
         return episode, verdict
     store.save_task(task)
-    env = EpisodeEnv(
-        task,
-        user=UserSimulator(world.simulator, task, episode_seed),
-        tools=ToolSimulator(world.simulator, task, episode_seed),
-        judge=judge,
-        index=index,
-        seed=episode_seed,
-        policy_model=world.policy.model,
-    )
+    env = environment.episode(task, index=index, seed=episode_seed, policy_model=world.policy.model)
     env.episode.sim_calls = log
     episode, verdict = await run_episode(env, world.policy)
     store.save_episode(episode, verdict)

