@@ -540,3 +540,17 @@ def test_a_reader_reads_while_the_store_writes(store: RunStore, run_dir: Path) -
         assert reader.execute("SELECT COUNT(*) FROM episodes").fetchone() == (2,)
     finally:
         reader.close()
+
+
+
+def test_rewind_forgets_later_episodes_steps_and_metrics(store: RunStore) -> None:
+    for index in range(6):
+        save_judged(store, index)
+    for step in range(3):
+        store.save_curriculum(step, {"level": float(step)})
+        store.log_metrics(step, {"reward": float(step)})
+    store.rewind(first_episode=4, first_step=2)
+    assert [e.index for e in store.episodes()] == [0, 1, 2, 3]
+    assert len(store.verdicts()) == 4
+    assert [step for step, _ in store.curriculum_states()] == [0, 1]
+    assert {step for step, _, _ in store.metrics()} == {0, 1}

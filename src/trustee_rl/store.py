@@ -376,6 +376,16 @@ class RunStore:
             conn.execute(f"DELETE FROM verdicts WHERE episode_id IN ({incomplete})")
             return conn.execute(f"DELETE FROM episodes WHERE NOT ({_COMPLETED})").rowcount
 
+    def rewind(self, first_episode: int, first_step: int) -> None:
+        """Forget everything from episode index `first_episode` and step `first_step` on: a training
+        resume replays the steps after its last checkpoint, and they must not be counted twice."""
+        with self._write() as conn:
+            later = "SELECT id FROM episodes WHERE idx >= ?"
+            conn.execute(f"DELETE FROM verdicts WHERE episode_id IN ({later})", (first_episode,))
+            conn.execute("DELETE FROM episodes WHERE idx >= ?", (first_episode,))
+            conn.execute("DELETE FROM curriculum WHERE step >= ?", (first_step,))
+            conn.execute("DELETE FROM metrics WHERE step >= ?", (first_step,))
+
     def episodes(self, status: str | None = None) -> list[Episode]:
         if status is None:
             rows = self._conn.execute("SELECT json FROM episodes ORDER BY idx")

@@ -47,7 +47,7 @@ def _arguments_match(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
-def _leaf_score(expected: ExpectedCall, call: ToolCall) -> float:
+def leaf_score(expected: ExpectedCall, call: ToolCall) -> float:
     """Share of the expected argument values this call got right (credit per argument)."""
     if call.name != expected.name:
         return 0.0
@@ -95,7 +95,7 @@ def rule_criteria(task: Task, episode: Episode) -> list[CriterionResult]:
         )
     )
 
-    scores = [max((_leaf_score(e, call) for call in calls), default=0.0) for e in expected]
+    scores = [max((leaf_score(e, call) for call in calls), default=0.0) for e in expected]
     score = sum(scores) / len(scores) if scores else 1.0
     results.append(
         _criterion(

@@ -37,13 +37,17 @@ class EvalConfig(BaseModel):
 
     tasks: int = Field(default=64, ge=0, description="0 skips the stage comparison")
     seed: int = 1_000_003
-    holdout_fraction: float = Field(default=0.2, ge=0, lt=1, description="catalog domains never trained on")
+    holdout_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="catalog domains never trained on"
+    )
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    policy: str = Field(default="embedded", description="'embedded' or a Hugging Face checkpoint directory")
+    policy: str = Field(
+        default="embedded", description="'embedded' or a Hugging Face checkpoint directory"
+    )
     chat_format: Literal["auto", "chatml-hermes", "qwen"] = "auto"
     simulator: str = "embedded"
     simulator_model: str | None = None
@@ -59,13 +63,18 @@ class TrainConfig(BaseModel):
     max_turn_tokens: int = Field(default=96, ge=8, description="policy tokens per reply")
     max_episode_tokens: int = Field(default=384, ge=16, description="policy tokens per episode")
     temperature: float = 1.0
-    prefill: str | None = Field(default=None, description="text forced at the start of each policy reply")
+    prefill: str | None = Field(
+        default=None, description="text forced at the start of each policy reply"
+    )
     gradient_checkpointing: bool = True
     micro_batch_size: int = Field(default=4, ge=1, description="episodes per forward/backward")
     bf16: bool = False
     use_vllm: bool = False
     min_informative_groups: float = Field(
-        default=0.1, ge=0, le=1, description="refuse to train when fewer groups than this share have reward variance"
+        default=0.1,
+        ge=0,
+        le=1,
+        description="refuse to train when fewer groups than this share have reward variance",
     )
     checkpoint_every: int = Field(default=10, ge=1)
 
@@ -79,7 +88,9 @@ class TrainConfig(BaseModel):
 def preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    text = resources.files(__package__).joinpath("presets", f"{name}.yaml").read_text(encoding="utf-8")
+    text = (
+        resources.files(__package__).joinpath("presets", f"{name}.yaml").read_text(encoding="utf-8")
+    )
     return _mapping(yaml.safe_load(text), f"preset {name}")
 
 

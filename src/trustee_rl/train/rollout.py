@@ -28,6 +28,7 @@ from trustee_rl.seeding import derive_rng, derive_seed
 class Trajectory:
     """One episode as the trainer sees it."""
 
+    task: Task
     episode: Episode
     verdict: Verdict
     prompt_ids: list[int]
@@ -45,7 +46,9 @@ class GroupStats:
     zero_variance: int = 0
     unscored: int = 0
     task_failures: int = 0
-    timings: dict[str, float] = field(default_factory=lambda: {"policy_s": 0.0, "environment_s": 0.0, "judge_s": 0.0})
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"policy_s": 0.0, "environment_s": 0.0, "judge_s": 0.0}
+    )
 
 
 @dataclass
@@ -123,7 +126,9 @@ class GroupRollout:
     async def make_task(self, step: int, slot: int, log: list[SimCall]) -> Task:
         """The task of group `slot` at `step`: a pure function of (run seed, step, slot, D)."""
         difficulty = self.curriculum.sample(derive_rng(self.seed, "train-difficulty", step, slot))
-        return await self.environment.task(difficulty, derive_seed(self.seed, "train-task", step, slot), log)
+        return await self.environment.task(
+            difficulty, derive_seed(self.seed, "train-task", step, slot), log
+        )
 
     async def run(self, tasks: list[Task], first_index: int, stats: GroupStats) -> list[Trajectory]:
         envs: list[EpisodeEnv] = []
@@ -131,19 +136,33 @@ class GroupRollout:
             group_seed = derive_seed(self.seed, "group", task.id)  # shared by the whole group
             for member in range(self.group_size):
                 index = first_index + slot * self.group_size + member
-                envs.append(self.environment.episode(task, index=index, seed=group_seed, policy_model=self.policy_model))
+                envs.append(
+                    self.environment.episode(
+                        task, index=index, seed=group_seed, policy_model=self.policy_model
+                    )
+                )
                 envs[-1].episode.id = f"ep_{index:07d}"
         ledgers = [TokenLedger(self.tokenizer, self.chat_format) for _ in envs]
-        contexts = [ledger.start(env.reset(), env.task.tools) for env, ledger in zip(envs, ledgers, strict=True)]
+        contexts = [
+            ledger.start(env.reset(), env.task.tools)
+            for env, ledger in zip(envs, ledgers, strict=True)
+        ]
         live = list(range(len(envs)))
         while live:
             budgets = [self.max_episode_tokens - ledgers[i].num_policy_tokens for i in live]
             started = time.perf_counter()
-            sampled = self.generate([contexts[i] for i in live], min(self.max_turn_tokens, max(budgets)))
+            sampled = self.generate(
+                [contexts[i] for i in live], min(self.max_turn_tokens, max(budgets))
+            )
             stats.timings["policy_s"] += time.perf_counter() - started
             started = time.perf_counter()
-            replies = [ledgers[i].add_policy_turn(ids[:budget]) for i, ids, budget in zip(live, sampled, budgets, strict=True)]
-            results = await asyncio.gather(*(envs[i].step(reply) for i, reply in zip(live, replies, strict=True)))
+            replies = [
+                ledgers[i].add_policy_turn(ids[:budget])
+                for i, ids, budget in zip(live, sampled, budgets, strict=True)
+            ]
+            results = await asyncio.gather(
+                *(envs[i].step(reply) for i, reply in zip(live, replies, strict=True))
+            )
             stats.timings["environment_s"] += time.perf_counter() - started
             still_live = []
             for i, result in zip(live, results, strict=True):
@@ -159,12 +178,21 @@ class GroupRollout:
         verdicts = await asyncio.gather(*(env.finish() for env in envs))
         stats.timings["judge_s"] += time.perf_counter() - started
         return [
-            Trajectory(env.episode, verdict, ledger.prompt_ids, ledger.completion_ids, ledger.completion_mask)
+            Trajectory(
+                env.task,
+                env.episode,
+                verdict,
+                ledger.prompt_ids,
+                ledger.completion_ids,
+                ledger.completion_mask,
+            )
             for env, verdict, ledger in zip(envs, verdicts, ledgers, strict=True)
         ]
 
 
-def group_rewards(trajectories: list[Trajectory], group_size: int, stats: GroupStats) -> list[float]:
+def group_rewards(
+    trajectories: list[Trajectory], group_size: int, stats: GroupStats
+) -> list[float]:
     """Rewards for the trainer, per trajectory. An unscored episode takes its group's scored mean
     (advantage ~0) and its loss mask is zeroed: it teaches nothing and skews no baseline."""
     rewards: list[float] = []
@@ -185,4 +213,3 @@ def group_rewards(trajectories: list[Trajectory], group_size: int, stats: GroupS
 
 def finite_mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
-

@@ -1,0 +1,89 @@
+"""A held-out simulated benchmark: tasks frozen to a file, so every model sees the same ones.
+
+`first_turn_scores` grades the policy's first reply to each task by rules alone (no simulator
+calls), which makes it cheap enough to run before and after every training stage on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trustee_rl.curriculum import Curriculum, CurriculumConfig
+from trustee_rl.environment import Environment
+from trustee_rl.schema import Message, SimCall, Task
+from trustee_rl.seeding import derive_rng, derive_seed
+from trustee_rl.sim.judge import leaf_score
+from trustee_rl.sim.structured import SimulatorError
+from trustee_rl.sim.tools import call_error
+
+
+async def freeze_tasks(environment: Environment, count: int, seed: int, level: float) -> list[Task]:
+    """`count` tasks at difficulty `level` (aspects drawn as in training). Raises if the simulator
+    fails on more than a quarter of the attempts."""
+    curriculum = Curriculum(CurriculumConfig(initial_level=level, mode="fixed"))
+    tasks: list[Task] = []
+    attempt = 0
+    while len(tasks) < count:
+        if attempt >= count + count // 4 + 1:
+            raise SimulatorError(f"only {len(tasks)} of {count} held-out tasks could be generated")
+        difficulty = curriculum.sample(derive_rng(seed, "heldout-difficulty", attempt))
+        log: list[SimCall] = []
+        try:
+            tasks.append(
+                await environment.task(difficulty, derive_seed(seed, "heldout", attempt), log)
+            )
+        except SimulatorError:
+            pass
+        attempt += 1
+    return tasks
+
+
+def save_tasks(path: Path, tasks: list[Task]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(task.model_dump_json() + "\n" for task in tasks), encoding="utf-8")
+    temporary.replace(path)
+
+
+def load_tasks(path: Path) -> list[Task]:
+    return [
+        Task.model_validate_json(line)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
+
+
+@dataclass
+class FirstTurnScores:
+    tasks: int
+    any_call: float  # replies that attempt at least one call
+    valid_call: float  # replies whose calls all parse, name offered tools and fit their schemas
+    right_tool: float  # replies whose first call names an expected tool
+    argument_accuracy: float  # mean share of expected argument values the best call got right
+
+    def as_dict(self) -> dict[str, float]:
+        return {key: float(value) for key, value in asdict(self).items()}
+
+
+def first_turn_scores(tasks: list[Task], replies: list[Message]) -> FirstTurnScores:
+    any_call = valid = right = 0
+    accuracy = 0.0
+    for task, reply in zip(tasks, replies, strict=True):
+        calls = reply.tool_calls
+        if not calls:
+            continue
+        any_call += 1
+        valid += all(call_error(call, task) is None for call in calls)
+        right += calls[0].name in {expected.name for expected in task.expected_calls}
+        first_expected = task.expected_calls[0]
+        accuracy += max(leaf_score(first_expected, call) for call in calls)
+    n = max(len(tasks), 1)
+    return FirstTurnScores(len(tasks), any_call / n, valid / n, right / n, accuracy / n)
+
+
+def write_scores(path: Path, stage_scores: dict[str, FirstTurnScores]) -> None:
+    path.write_text(
+        json.dumps({stage: s.as_dict() for stage, s in stage_scores.items()}, indent=2),
+        encoding="utf-8",
+    )

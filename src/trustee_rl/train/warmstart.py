@@ -1,0 +1,154 @@
+"""Warm start: supervised demonstrations that the simulated environment produces itself.
+
+The simulator model writes the first call for a task under a JSON-schema grammar (so the call is
+well-formed by construction); a demonstration is kept only when the rule judge accepts it: every
+expected argument right, schema-valid, an offered tool. The policy then learns the tool-call format
+from these with TRL's SFTTrainer, before RL (SPEC: cold start).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trustee_rl.curriculum import Curriculum, CurriculumConfig
+from trustee_rl.environment import Environment
+from trustee_rl.lm.base import LMError
+from trustee_rl.policy.chat import ChatFormat
+from trustee_rl.policy.hermes import to_text_messages
+from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.schema import Message, SimCall, Task, ToolCall
+from trustee_rl.seeding import derive_rng, derive_seed
+from trustee_rl.sim.judge import leaf_score
+from trustee_rl.sim.structured import SimulatorError
+from trustee_rl.sim.tools import call_error
+from trustee_rl.train.config import WarmStartConfig
+
+
+@dataclass
+class Demonstration:
+    task: Task
+    call: ToolCall
+
+
+def call_schema(task: Task) -> dict[str, Any]:
+    """One call to any offered tool, with that tool's own argument schema."""
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for tool in task.tools
+        ]
+    }
+
+
+def accepted(task: Task, call: ToolCall) -> bool:
+    expected = task.expected_calls[0]
+    return call_error(call, task) is None and leaf_score(expected, call) == 1.0
+
+
+async def collect_demonstrations(
+    environment: Environment, config: WarmStartConfig, level: float, seed: int
+) -> tuple[list[Demonstration], int]:
+    """Accepted demonstrations and the number of tasks tried."""
+    curriculum = Curriculum(CurriculumConfig(initial_level=level, mode="fixed"))
+    demos: list[Demonstration] = []
+    tried = 0
+    while len(demos) < config.demos and tried < config.max_attempts:
+        tried += 1
+        log: list[SimCall] = []
+        difficulty = curriculum.sample(derive_rng(seed, "demo-difficulty", tried))
+        try:
+            task = await environment.task(difficulty, derive_seed(seed, "demo", tried), log)
+            messages = [
+                Message(role="system", content=task.system_prompt),
+                Message(role="user", content=task.initial_message),
+            ]
+            completion = await environment.simulator.complete(
+                to_text_messages(messages, task.tools),
+                json_schema=call_schema(task),
+                max_tokens=192,
+                temperature=0.7,
+                seed=derive_seed(seed, "demo-call", tried),
+            )
+            value = json.loads(completion.text)
+        except (SimulatorError, LMError, json.JSONDecodeError):
+            continue
+        call = ToolCall(id="call_1_0", name=value["name"], arguments=value["arguments"])
+        if accepted(task, call):
+            demos.append(Demonstration(task, call))
+    return demos, tried
+
+
+def tokenize_demonstration(
+    demo: Demonstration, tokenizer: Any, chat_format: ChatFormat
+) -> dict[str, list[int]]:
+    """input_ids with assistant_masks = 1 exactly on the policy's reply, built by the same ledger
+    as RL rollouts, so the warm start trains the tokens RL will sample."""
+    task = demo.task
+    ledger = TokenLedger(tokenizer, chat_format)
+    ledger.start(
+        [
+            Message(role="system", content=task.system_prompt),
+            Message(role="user", content=task.initial_message),
+        ],
+        task.tools,
+    )
+    ledger.add_policy_turn(
+        chat_format.reply_ids(tokenizer, Message(role="assistant", tool_calls=[demo.call]))
+    )
+    return {
+        "input_ids": ledger.prompt_ids + ledger.completion_ids,
+        "assistant_masks": [0] * len(ledger.prompt_ids) + ledger.completion_mask,
+    }
+
+
+def supervised_pass(
+    model: Any,
+    tokenizer: Any,
+    examples: list[dict[str, list[int]]],
+    config: WarmStartConfig,
+    out_dir: Path,
+    seed: int,
+) -> dict[str, float]:
+    """TRL's SFTTrainer over pre-tokenised examples; loss only where assistant_masks is 1."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    arguments = SFTConfig(
+        output_dir=str(out_dir),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not has_cuda(),
+        seed=seed,
+        disable_tqdm=True,
+        max_length=None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    return {
+        "warm_start_loss": float(result.training_loss),
+        "warm_start_steps": float(result.global_step),
+    }
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
