@@ -80,6 +80,18 @@ async def ask_json(
     raise SimulatorError(f"{role} simulator gave no valid output in {retries} tries: {complaint}")
 
 
+def repetitive(text: str, span: int = 3, limit: int = 3) -> bool:
+    """Whether some run of `span` words occurs `limit` times or more: small models loop."""
+    words = text.lower().split()
+    counts: dict[tuple[str, ...], int] = {}
+    for start in range(len(words) - span + 1):
+        key = tuple(words[start : start + span])
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] >= limit:
+            return True
+    return False
+
+
 def _accept(
     text: str, validator: jsonschema.Draft202012Validator, check: Check | None
 ) -> tuple[Any, str | None]:

@@ -27,7 +27,7 @@ from trustee_rl.schema import (
 from trustee_rl.seeding import derive_rng, derive_seed
 from trustee_rl.sim.catalog import Catalog, Domain, example_arguments
 from trustee_rl.sim.prompts import AMBIGUITY_STYLE, PERSONA_STYLE, load_prompt
-from trustee_rl.sim.structured import ask_json
+from trustee_rl.sim.structured import ask_json, repetitive
 
 AGENT_PROMPTS_VERSION = "agent_system@1"
 AGENT_SYSTEM_PROMPTS = {
@@ -212,7 +212,11 @@ class TaskGenerator:
 
         def check(value: dict[str, Any]) -> str | None:
             named = [name for name in tool_names if name in value["initial_message"]]
-            return f"the user message names functions {named}" if named else None
+            if named:
+                return f"the user message names functions {named}"
+            if repetitive(value["initial_message"]) or repetitive(value["goal"]):
+                return "the text repeats itself; write it once, plainly"
+            return None
 
         result: dict[str, Any] = await ask_json(
             self.lm,

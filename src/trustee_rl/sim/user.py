@@ -8,7 +8,7 @@ from trustee_rl.lm.base import LM
 from trustee_rl.schema import Message, SimCall, Task
 from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.prompts import PERSONA_STYLE, load_prompt
-from trustee_rl.sim.structured import ask_json
+from trustee_rl.sim.structured import ask_json, repetitive
 
 REPLY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -77,6 +77,8 @@ class UserSimulator:
 
     def _complaint(self, reply: str, asked: bool) -> str | None:
         text = reply.lower()
+        if repetitive(reply):
+            return "the reply repeats itself; say it once, plainly"
         named = [tool.name for tool in self.task.tools if tool.name.lower() in text]
         if named:
             return f"the user must not name functions ({', '.join(named)})"
