@@ -376,14 +376,33 @@ def test_nested_and_return_examples_are_checked_too(tmp_path: Path) -> None:
 
 
 def test_every_shipped_schema_compiles_to_a_llama_cpp_grammar() -> None:
-    """The embedded simulator decodes under these grammars; a pattern the converter cannot
-    express (e.g. `\\d`) would make every call for that tool fail."""
+    """The embedded simulator decodes under these grammars. llama-cpp-python's converter writes
+    grammars llama.cpp cannot parse for some patterns (e.g. `\\d`), so each is checked by
+    llama.cpp's own grammar parser over the embedded model's vocabulary."""
     import json
 
-    from llama_cpp import LlamaGrammar
+    from llama_cpp import Llama
+    from llama_cpp import llama_cpp as bindings
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    from trustee_rl.lm.embedded import default_model_path
+
+    llama = Llama(str(default_model_path()), vocab_only=True, verbose=False)
+    vocab = bindings.llama_model_get_vocab(llama.model)
+    assert not bindings.llama_sampler_init_grammar(
+        vocab, b'root ::= "\\d"', b"root"
+    )  # the check can fail
+    failures = []
     for domain in load_catalog().domains:
         for tool in domain.tools:
             for schema in (tool.parameters, tool.returns):
-                if schema is not None:
-                    LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                if schema is None:
+                    continue
+                sampler = bindings.llama_sampler_init_grammar(
+                    vocab, json_schema_to_gbnf(json.dumps(schema)).encode(), b"root"
+                )
+                if sampler:
+                    bindings.llama_sampler_free(sampler)
+                else:
+                    failures.append(f"{domain.name}.{tool.name}")
+    assert failures == []
