@@ -252,9 +252,7 @@ def _aspect_block(aspect: str, values: dict[str, AspectStats]) -> str:
     return (
         f'<div class="card-table"><h3>{escape(aspect)}</h3><table class="grid">'
         "<tr><th>value</th><th class='num'>n</th><th>success</th>"
-        "<th class='num'>mean reward</th></tr>"
-        + "".join(rows)
-        + "</table></div>"
+        "<th class='num'>mean reward</th></tr>" + "".join(rows) + "</table></div>"
     )
 
 
@@ -578,9 +576,7 @@ def _task(task: Task) -> str:
 
 
 def _sim_call(call: SimCall) -> str:
-    status = (
-        '<span class="fail">error</span>' if call.error else '<span class="pass">ok</span>'
-    )
+    status = '<span class="fail">error</span>' if call.error else '<span class="pass">ok</span>'
     summary = (
         f"{status} <b>{escape(call.role)}</b> · {escape(call.prompt_version)} · "
         f"{escape(call.model or '—')} · {call.attempts} attempt{'s' if call.attempts != 1 else ''}"

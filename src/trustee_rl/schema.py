@@ -72,12 +72,14 @@ class Tool(Record):
         return value
 
     def to_openai(self) -> dict[str, Any]:
+        """The spec an agent sees. `examples` are for the task generator, not the agent: they would
+        hint at answers and lengthen every prompt."""
         return {
             "type": "function",
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": self.parameters,
+                "parameters": _without_examples(self.parameters),
             },
         }
 
@@ -90,6 +92,14 @@ class Tool(Record):
             parameters=function.get("parameters", {"type": "object", "properties": {}}),
             returns=function.get("returns"),
         )
+
+
+def _without_examples(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {key: _without_examples(value) for key, value in schema.items() if key != "examples"}
+    if isinstance(schema, list):
+        return [_without_examples(item) for item in schema]
+    return schema
 
 
 # Built once: constructing the meta-schema validator dominates checking a schema.

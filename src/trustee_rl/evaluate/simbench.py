@@ -6,6 +6,7 @@ calls), which makes it cheap enough to run before and after every training stage
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +31,10 @@ async def freeze_tasks(environment: Environment, count: int, seed: int, level: f
             raise SimulatorError(f"only {len(tasks)} of {count} held-out tasks could be generated")
         difficulty = curriculum.sample(derive_rng(seed, "heldout-difficulty", attempt))
         log: list[SimCall] = []
-        try:
+        with contextlib.suppress(SimulatorError):  # a failed task is replaced by the next attempt
             tasks.append(
                 await environment.task(difficulty, derive_seed(seed, "heldout", attempt), log)
             )
-        except SimulatorError:
-            pass
         attempt += 1
     return tasks
 

@@ -11,11 +11,12 @@ messages are first mapped to plain text turns the way Hermes/Qwen templates rend
   - a missing `content` renders as "".
 
 Determinism: the same (messages, json_schema, max_tokens, temperature, seed) gives the same text
-whatever ran before. llama-cpp-python reuses the KV cache of the previous call's longest common
-prefix, and when the new prompt is wholly inside that cache it re-decodes only its last token,
-alone, which gives logits that differ from a batched decode (measured: up to 0.77). So each call
-starts from an empty cache; the price is re-reading the shared prefix. `seed=None` means
-`DEFAULT_SEED`.
+whatever ran before; `seed=None` means `DEFAULT_SEED`. llama-cpp-python would reuse the KV cache of
+the previous call's longest common prefix, but a token decoded alone (each generated token, and
+the last prompt token it re-decodes when the prompt lies wholly in the cache) gets other floats
+than in a batch: logits moved by up to 0.77, and a follow-up turn holding the previous reply came
+out different after that reply's call than after an unrelated one. So every call starts from an
+empty cache, paying for re-reading the shared prefix.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ _log = logging.getLogger(__name__)
 # generation anyway.
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[Path, bool, int, int], Llama] = {}
-_GRAMMARS: dict[str, LlamaGrammar] = {}
 
 
 def default_model_path() -> Path:
@@ -137,7 +137,7 @@ class EmbeddedLM:
             start = time.perf_counter()
             llama = self._llama()
             grammar = None if json_schema is None else _grammar(llama, json_schema)
-            llama.reset()  # type: ignore[no-untyped-call]
+            llama.reset()
             try:
                 response = llama.create_chat_completion(
                     messages=cast("list[ChatCompletionRequestMessage]", chat),
@@ -240,21 +240,14 @@ def _check_json(text: str, finish_reason: str | None) -> None:
 
 
 def _grammar(llama: Llama, schema: dict[str, Any]) -> LlamaGrammar:
-    # Not sort_keys: the grammar fixes the property order to the schema's.
-    key = json.dumps(schema)
-    if key not in _GRAMMARS:
-        _GRAMMARS[key] = _build_grammar(llama, key)
-    return _GRAMMARS[key]
-
-
-def _build_grammar(llama: Llama, schema_json: str) -> LlamaGrammar:
-    """The GBNF grammar for a schema, checked by llama.cpp's own parser.
+    """The GBNF grammar for a schema (about 0.3 ms), checked by llama.cpp's own parser.
 
     llama-cpp-python does not check it, and a grammar llama.cpp cannot parse (the converter
     writes one for e.g. the pattern "^\\d+$") makes sampling dereference NULL and kill the process.
+    The grammar fixes the properties to the schema's order.
     """
     try:
-        gbnf = json_schema_to_gbnf(schema_json)
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
     except Exception as error:  # the converter reports unsupported schemas by AssertionError
         raise LMError(f"embedded: JSON schema the grammar converter rejects: {error}") from error
     vocab = bindings.llama_model_get_vocab(llama.model)

@@ -84,7 +84,9 @@ class AgentResponder:
     def __call__(self, request: dict[str, Any]) -> Reply:
         messages = request.get("messages") or [{}]
         if request.get("tools") and messages[-1].get("role") == "tool":
-            return Reply(content="Done. Here is what I found: " + str(messages[-1].get("content"))[:80])
+            return Reply(
+                content="Done. Here is what I found: " + str(messages[-1].get("content"))[:80]
+            )
         return self.schema(request)
 
 

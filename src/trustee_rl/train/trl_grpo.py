@@ -59,6 +59,7 @@ RESUME_KEYS = (
 )
 STAGES_FILE = "stages.json"
 TASK_RETRIES = 3
+PROBE_STEPS = 2
 
 Reporter = Callable[[str], None]
 
@@ -315,6 +316,9 @@ class StepRecorder:
         self.curriculum = curriculum
         self.step_started = time.perf_counter()
         self.pending: dict[str, float] = {}
+        self.probe = (
+            GroupStats()
+        )  # groups of the first steps, to refuse a run with no reward signal
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         config = self.training.config

@@ -100,9 +100,7 @@ def tokenize_demonstration(
         ],
         task.tools,
     )
-    ledger.add_policy_turn(
-        chat_format.reply_ids(Message(role="assistant", tool_calls=[demo.call]))
-    )
+    ledger.add_policy_turn(chat_format.reply_ids(Message(role="assistant", tool_calls=[demo.call])))
     return {
         "input_ids": ledger.prompt_ids + ledger.completion_ids,
         "assistant_masks": [0] * len(ledger.prompt_ids) + ledger.completion_mask,
