@@ -260,6 +260,10 @@ def train(
     """Train a tool-calling policy with GRPO in simulated environments."""
     # torch and llama.cpp share the cores: spinning OpenMP threads would starve each other.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Everything is local: never let a library reach for a model hub or send telemetry.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trustee_rl.store import STORE_FILE
     from trustee_rl.train.config import load_train_config
 

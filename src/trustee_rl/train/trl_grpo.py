@@ -217,6 +217,7 @@ class Training:
             config,
             self.run_dir / "warm_start_trainer",
             self.config.seed,
+            bf16=self.config.bf16,
         )
         save_policy(model, tokenizer, out_dir)
         self.stages["warm_start_training"] = result | {
