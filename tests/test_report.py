@@ -44,8 +44,12 @@ def criterion(name: str, passed: bool, source: Source = "judge") -> CriterionRes
 
 def judged(episode_id: str, reward: float, criteria: list[CriterionResult]) -> Verdict:
     return Verdict(
-        episode_id=episode_id, scored=True, reward=reward, criteria=criteria,
-        judge_model="judge-model", prompt_version="judge@1",
+        episode_id=episode_id,
+        scored=True,
+        reward=reward,
+        criteria=criteria,
+        judge_model="judge-model",
+        prompt_version="judge@1",
     )
 
 
@@ -62,9 +66,13 @@ def conversation() -> list[Message]:
 
 VERDICTS = {
     "ep_0": judged(
-        "ep_0", 1.0,
-        [criterion("correct_tools", True, "rule"), criterion("intent", True),
-         criterion("no_hallucination", False)],
+        "ep_0",
+        1.0,
+        [
+            criterion("correct_tools", True, "rule"),
+            criterion("intent", True),
+            criterion("no_hallucination", False),
+        ],
     ),
     "ep_1": judged(
         "ep_1", -0.5, [criterion("correct_tools", True, "rule"), criterion("intent", False)]
@@ -76,10 +84,17 @@ VERDICTS = {
 def build_store(run_dir: Path, aspect_stats: AspectTable | None = None) -> None:
     """Four episodes: two scored, one unscored, one still running (no verdict)."""
     banking = make_task(
-        id="task_bank", domain="banking",
+        id="task_bank",
+        domain="banking",
         difficulty=Difficulty(
-            level=20, num_tools=1, num_calls=1, num_turns=1, prompt_specificity="detailed",
-            persona="expert", ambiguity="clear", strictness=2,
+            level=20,
+            num_tools=1,
+            num_calls=1,
+            num_turns=1,
+            prompt_specificity="detailed",
+            persona="expert",
+            ambiguity="clear",
+            strictness=2,
         ),
     )
     with RunStore.create(run_dir, CONFIG) as store:
@@ -87,8 +102,13 @@ def build_store(run_dir: Path, aspect_stats: AspectTable | None = None) -> None:
         store.save_task(banking)
         for index, task_id in enumerate(["task_test", "task_bank", "task_test", "task_bank"]):
             episode = Episode(
-                id=f"ep_{index}", task_id=task_id, index=index, seed=index, policy_model="policy-a",
-                messages=conversation(), status="done" if index < 3 else "running",
+                id=f"ep_{index}",
+                task_id=task_id,
+                index=index,
+                seed=index,
+                policy_model="policy-a",
+                messages=conversation(),
+                status="done" if index < 3 else "running",
                 end_reason="user_done" if index < 3 else None,
             )
             store.save_episode(episode, VERDICTS.get(episode.id))
@@ -228,10 +248,19 @@ def test_line_chart_skips_missing_points_and_escapes() -> None:
 def test_report_renders_in_headless_chromium(html: str, run_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "report.png"
     command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
-        "--window-size=1280,2000", (run_dir / "report.html").resolve().as_uri(),
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={png}",
+        "--window-size=1280,2000",
+        (run_dir / "report.html").resolve().as_uri(),
     ]
     subprocess.run(command, check=False, capture_output=True, timeout=120)
     assert png.is_file(), "chromium wrote no screenshot"

@@ -542,7 +542,6 @@ def test_a_reader_reads_while_the_store_writes(store: RunStore, run_dir: Path) -
         reader.close()
 
 
-
 def test_rewind_forgets_later_episodes_steps_and_metrics(store: RunStore) -> None:
     for index in range(6):
         save_judged(store, index)

@@ -265,7 +265,7 @@ def train(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trustee_rl.store import STORE_FILE
-    from trustee_rl.train.config import load_train_config
+    from trustee_rl.train.config import TrainingRefused, load_train_config
 
     try:
         settings = load_train_config(preset, config, overrides or [])
@@ -276,7 +276,7 @@ def train(
             )
         if resume and not exists:
             fail(f"run dir {run_dir} holds no run to resume")
-        from trustee_rl.train.trl_grpo import Training, TrainingRefused
+        from trustee_rl.train.trl_grpo import Training
 
         stages = Training(settings, run_dir, report=lambda line: typer.echo(line, err=True)).run()
     except TrainingRefused as error:

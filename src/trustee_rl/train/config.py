@@ -17,6 +17,10 @@ from trustee_rl.sim.taskgen import TaskGenConfig
 PRESETS = ("cpu", "paper")
 
 
+class TrainingRefused(RuntimeError):
+    """Training would teach nothing (e.g. no reward variance); the message says what to change."""
+
+
 class WarmStartConfig(BaseModel):
     """A short supervised pass on demonstrations the simulated environment produces (SPEC: cold start)."""
 

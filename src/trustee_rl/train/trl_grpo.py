@@ -34,7 +34,7 @@ from trustee_rl.schema import Message
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.sim.structured import SimulatorError
 from trustee_rl.store import RunStore
-from trustee_rl.train.config import TrainConfig
+from trustee_rl.train.config import TrainConfig, TrainingRefused
 from trustee_rl.train.rollout import Generator, GroupRollout, GroupStats, Trajectory, group_rewards
 from trustee_rl.train.warmstart import (
     collect_demonstrations,
@@ -62,10 +62,6 @@ TASK_RETRIES = 3
 PROBE_STEPS = 2
 
 Reporter = Callable[[str], None]
-
-
-class TrainingRefused(RuntimeError):
-    """Training would teach nothing (e.g. no reward variance); the message says what to change."""
 
 
 class Training:
@@ -96,6 +92,16 @@ class Training:
         temporary = self.run_dir / (STAGES_FILE + ".tmp")
         temporary.write_text(json.dumps(self.stages, indent=2))
         temporary.replace(self.run_dir / STAGES_FILE)
+
+    def write_metrics_jsonl(self) -> None:
+        """metrics.jsonl mirrors the store, so steps replayed after a resume appear once."""
+        rows: dict[int, dict[str, float]] = {}
+        for step, name, value in self.store.metrics():
+            rows.setdefault(step, {})[name] = value
+        lines = [json.dumps({"step": step, **values}) for step, values in sorted(rows.items())]
+        temporary = self.run_dir / "metrics.jsonl.tmp"
+        temporary.write_text("".join(line + "\n" for line in lines))
+        temporary.replace(self.run_dir / "metrics.jsonl")
 
     def run(self) -> dict[str, Any]:
         try:
@@ -411,8 +417,7 @@ class StepRecorder:
                     if isinstance(logs.get(key), (int, float)):
                         values[key] = float(logs[key])
                 recorder.training.store.log_metrics(step, values)
-                with (recorder.training.run_dir / "metrics.jsonl").open("a") as out:
-                    out.write(json.dumps({"step": step, **values}) + "\n")
+                recorder.training.write_metrics_jsonl()
                 recorder.training.report(
                     f"step {step + 1}/{recorder.training.config.steps}  reward {values['reward_mean']:+.3f}  "
                     f"D {values['difficulty']:.0f}  {values['step_time_s']:.1f}s"

@@ -1,0 +1,113 @@
+"""`trustee train` end to end: the real SmolLM2 policy trained by TRL's GRPO, with a loopback
+OpenAI-compatible server as the simulator so the test stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from trustee_rl.cli import app
+from trustee_rl.store import RunStore
+from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer
+
+pytestmark = pytest.mark.train
+
+TINY = [
+    "tasks_per_step=1",
+    "group_size=2",
+    "micro_batch_size=2",
+    "max_turn_tokens=12",
+    "max_episode_tokens=24",
+    "warm_start.enabled=false",
+    "eval.tasks=2",
+    "checkpoint_every=1",
+    "min_informative_groups=0",
+    "gradient_checkpointing=false",
+]
+
+
+def settings(server: LoopbackOpenAIServer, steps: int) -> list[str]:
+    args = []
+    for item in [*TINY, f"steps={steps}", f"simulator={server.base_url}"]:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture
+def server() -> Any:
+    with LoopbackOpenAIServer(AgentResponder(seed=0)) as running:
+        yield running
+
+
+def test_train_runs_grpo_and_writes_a_loadable_checkpoint(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(run_dir), *settings(server, 2)])
+    assert result.exit_code == 0, result.output
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert {"base", "grpo"} <= set(stages) and stages["base"]["tasks"] == 2
+    with RunStore.open(run_dir) as store:
+        assert [e.index for e in store.episodes()] == [0, 1, 2, 3]
+        assert all(store.verdict(e.id) is not None for e in store.episodes())
+        assert {step for step, _, _ in store.metrics()} == {0, 1}
+        assert [step for step, _ in store.curriculum_states()] == [0, 1]
+        names = {name for _, name, _ in store.metrics()}
+    assert {
+        "reward_mean",
+        "difficulty",
+        "loss",
+        "step_time_s",
+        "policy_s",
+        "environment_s",
+        "judge_s",
+    } <= names
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    assert model.config.vocab_size > 0
+
+
+def test_kill_9_mid_training_then_resume(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "trustee_rl.cli",
+        "train",
+        "--run-dir",
+        str(run_dir),
+        *settings(server, 3),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run_dir / "checkpoints" / "checkpoint-1").is_dir():
+            time.sleep(2)  # into step 2: its episodes may be stored, its checkpoint is not
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    with RunStore.open(run_dir) as store:
+        assert [e.index for e in store.episodes()] == list(range(6))
+        assert len(store.verdicts()) == 6
+        assert [step for step, _ in store.curriculum_states()] == [0, 1, 2]
+        steps = [step for step, name, _ in store.metrics() if name == "reward_mean"]
+    assert steps == [0, 1, 2]
+    assert (run_dir / "final" / "config.json").exists()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustee_rl.cli import app
+from trustee_rl.train.config import load_train_config
+
+
+def test_presets_load_and_paper_matches_the_reported_setup() -> None:
+    cpu = load_train_config("cpu")
+    assert (cpu.policy, cpu.simulator, cpu.bf16, cpu.warm_start.enabled) == (
+        "embedded",
+        "embedded",
+        False,
+        True,
+    )
+    paper = load_train_config("paper")
+    assert paper.learning_rate == 1e-6 and paper.steps == 200
+    assert (paper.tasks_per_step, paper.group_size, paper.kl_beta, paper.clip_epsilon) == (
+        16,
+        8,
+        0.001,
+        0.2,
+    )
+    assert paper.use_vllm and not paper.warm_start.enabled
+
+
+def test_file_then_overrides_win(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("steps: 5\nwarm_start:\n  demos: 3\n")
+    config = load_train_config(
+        "cpu", config_file, ["steps=7", "judge.reward=levels", "prefill=<tool_call>"]
+    )
+    assert config.steps == 7 and config.warm_start.demos == 3 and config.warm_start.epochs == 2
+    assert config.judge.reward == "levels" and config.prefill == "<tool_call>"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "gpu9000"], "unknown preset"),
+        (["--set", "steps"], "expected key=value"),
+        (["--set", "steps=-1"], "steps"),
+        (["--set", "no_such_setting=1"], "no_such_setting"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_yaml_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1,\n")
+    result = CliRunner().invoke(
+        app, ["train", "--run-dir", str(tmp_path / "run"), "--config", str(bad)]
+    )
+    assert result.exit_code == 2 and result.output.startswith("error: config")
+
+
+def test_resume_needs_a_run_and_a_run_needs_resume(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code == 2 and "no run to resume" in result.output
