@@ -95,9 +95,9 @@ class Training:
 
     def write_metrics_jsonl(self) -> None:
         """metrics.jsonl mirrors the store, so steps replayed after a resume appear once."""
-        rows: dict[int, dict[str, float]] = {}
+        rows: dict[int, dict[str, float | None]] = {}
         for step, name, value in self.store.metrics():
-            rows.setdefault(step, {})[name] = value
+            rows.setdefault(step, {})[name] = None if math.isnan(value) else value  # JSON has no NaN
         lines = [json.dumps({"step": step, **values}) for step, values in sorted(rows.items())]
         temporary = self.run_dir / "metrics.jsonl.tmp"
         temporary.write_text("".join(line + "\n" for line in lines))
