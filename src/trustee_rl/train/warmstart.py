@@ -115,6 +115,7 @@ def supervised_pass(
     out_dir: Path,
     seed: int,
     bf16: bool,
+    gradient_checkpointing: bool,
 ) -> dict[str, float]:
     """TRL's SFTTrainer over pre-tokenised examples; loss only where assistant_masks is 1.
     `bf16` must be explicit: TRL turns bf16 autocast on by default, many times slower on CPUs
@@ -133,6 +134,7 @@ def supervised_pass(
         report_to=[],
         use_cpu=not has_cuda(),
         bf16=bf16,
+        gradient_checkpointing=gradient_checkpointing,
         seed=seed,
         disable_tqdm=True,
         max_length=None,
