@@ -95,7 +95,7 @@ def test_kill_9_mid_training_then_resume(server: LoopbackOpenAIServer, tmp_path:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if (run_dir / "checkpoints" / "checkpoint-1").is_dir():
+        if (run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists():
             time.sleep(2)  # into step 2: its episodes may be stored, its checkpoint is not
             break
         time.sleep(0.5)

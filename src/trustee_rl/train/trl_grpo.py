@@ -238,9 +238,11 @@ class Training:
 
     # -- GRPO --------------------------------------------------------------------------------
     def _grpo_checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first. A kill while one is written leaves a directory
+        without trainer_state.json (TRL writes it last); such a checkpoint is not resumed from."""
         folder = self.run_dir / "checkpoints"
-        found = folder.glob("checkpoint-*") if folder.exists() else []
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+        found = folder.glob("checkpoint-*/trainer_state.json") if folder.exists() else []
+        return sorted((path.parent for path in found), key=lambda p: int(p.name.split("-")[1]))
 
     def _grpo(
         self, model: Any, tokenizer: Any, chat_format: ChatFormat, generator: Generator
