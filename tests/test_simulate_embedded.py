@@ -39,6 +39,11 @@ def test_embedded_default_runs_and_replays_identically(tmp_path: Path) -> None:
         episode = store.episodes()[0]
         verdict = store.verdict(episode.id)
         assert verdict is not None and (verdict.scored or verdict.unscored_reason)
-        assert episode.messages[0].role == "system" and episode.messages[1].role == "user"
-        assert any(m.role == "assistant" for m in episode.messages)
+        if episode.messages:
+            assert episode.messages[0].role == "system" and episode.messages[1].role == "user"
+            assert any(m.role == "assistant" for m in episode.messages)
+        else:  # the small simulator may fail to write a task: that must be explicit, never a reward
+            assert not verdict.scored and "task generation failed" in (
+                verdict.unscored_reason or ""
+            )
     assert replayable(tmp_path / "a") == replayable(tmp_path / "b")

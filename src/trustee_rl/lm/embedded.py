@@ -79,6 +79,10 @@ def cache_dir() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "trustee-rl"
 
 
+# A 135M model loops ("high priority, high severity, and high priority, ...") without one.
+REPEAT_PENALTY = 1.15
+
+
 class EmbeddedLM:
     """The `LM` protocol over an in-process llama.cpp model.
 
@@ -146,12 +150,13 @@ class EmbeddedLM:
                     temperature=temperature,
                     seed=_sampler_seed(seed),
                     stop=stop,
+                    repeat_penalty=REPEAT_PENALTY,
                 )
             except (ValueError, RuntimeError) as error:
                 raise LMError(f"embedded: {error}") from error
         completion = self._completion(cast("CreateChatCompletionResponse", response), start)
         if json_schema is not None:
-            _check_json(completion.text, completion.finish_reason)
+            completion.text = _clean_json(completion.text, completion.finish_reason)
         return completion
 
     def _completion(self, response: CreateChatCompletionResponse, start: float) -> Completion:
@@ -230,9 +235,11 @@ def _sampler_seed(seed: int | None) -> int:
     return (DEFAULT_SEED if seed is None else seed) % _RANDOM_SEED_SENTINEL
 
 
-def _check_json(text: str, finish_reason: str | None) -> None:
+def _clean_json(text: str, finish_reason: str | None) -> str:
+    """The document re-serialised. The grammar lets raw control characters (a newline) into
+    strings, which strict JSON parsers refuse; callers get standard JSON either way."""
     try:
-        json.loads(text)
+        return json.dumps(json.loads(text, strict=False), ensure_ascii=False)
     except json.JSONDecodeError as error:
         if finish_reason == "length":
             raise LMError("embedded: JSON output cut at max_tokens") from error

@@ -17,6 +17,9 @@ from trustee_rl.sim.prompts import PromptTemplate
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is acceptable
 
 
+RETRY_HEAT = 0.2
+
+
 class SimulatorError(RuntimeError):
     """A simulator could not produce a valid output after its retries."""
 
@@ -54,7 +57,8 @@ async def ask_json(
                 conversation,
                 json_schema=schema,
                 max_tokens=max_tokens,
-                temperature=temperature,
+                # A retry that samples like the failed try tends to fail alike.
+                temperature=temperature + RETRY_HEAT * (attempt - 1),
                 seed=seed + attempt - 1,
             )
         except LMUnavailable:
