@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Sets up .venv with trustee-rl and everything it needs, from nothing. Idempotent.
 #   bash scripts/setup.sh          # runtime
-#   bash scripts/setup.sh --dev    # plus test and lint tools
+#   bash scripts/setup.sh --eval   # plus the benchmarks of `trustee eval` (BFCL v4, tau2-bench)
+#   bash scripts/setup.sh --dev    # plus the benchmarks, test and lint tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-if [[ "${1:-}" == "--dev" ]]; then extras="[dev]"; fi
+benchmarks=0
+case "${1:-}" in
+  --dev) extras="[dev]"; benchmarks=1 ;;
+  --eval) benchmarks=1 ;;
+  "") ;;
+  *) echo "usage: bash scripts/setup.sh [--eval|--dev]" >&2; exit 2 ;;
+esac
 
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
@@ -21,4 +28,10 @@ fi
 # native builds is avoided at load time (see trustee_rl/lm/embedded.py).
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 .venv/bin/python -m pip install --quiet -e ".${extras}"
+if [[ "$benchmarks" == 1 ]]; then
+  # Benchmark packages whose declared requirements would replace the core's pins are installed
+  # --no-deps, followed by the requirements they really use (see requirements/*.txt).
+  .venv/bin/python -m pip install --quiet --no-deps "bfcl-eval==2026.3.23"
+  .venv/bin/python -m pip install --quiet -r requirements/bfcl.txt
+fi
 echo "trustee-rl is set up in .venv"

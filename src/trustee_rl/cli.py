@@ -7,9 +7,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from trustee_rl.cli_errors import fail, known_errors, one_line
+from trustee_rl.evaluate.commands import eval_app
 
 app = typer.Typer(
     name="trustee",
@@ -17,32 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from trustee_rl.lm.base import LMError
-    from trustee_rl.schema import InvalidToolSchema
-    from trustee_rl.sim.catalog import CatalogError
-    from trustee_rl.store import StoreError
-
-    return (LMError, StoreError, CatalogError, InvalidToolSchema, ValidationError, ValueError)
-
-
-def _one_line(error: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return f"invalid configuration: {where}: {first['msg']}"
-    return " ".join(str(error).split())
+app.add_typer(eval_app, name="eval")
 
 
 @app.command()
@@ -98,8 +76,8 @@ def simulate(
             judge=judge,
             quiet=as_json,
         )
-    except _known_errors() as error:
-        fail(_one_line(error))
+    except known_errors() as error:
+        fail(one_line(error))
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -280,9 +258,9 @@ def train(
 
         stages = Training(settings, run_dir, report=lambda line: typer.echo(line, err=True)).run()
     except TrainingRefused as error:
-        fail(_one_line(error))
-    except _known_errors() as error:
-        fail(_one_line(error))
+        fail(one_line(error))
+    except known_errors() as error:
+        fail(one_line(error))
     _print_stages(stages, run_dir)
 
 
@@ -316,8 +294,8 @@ def export(
     try:
         with RunStore.open(run_dir) as store:
             paths = store.export(out, fmt)  # type: ignore[arg-type]
-    except _known_errors() as error:
-        fail(_one_line(error))
+    except known_errors() as error:
+        fail(one_line(error))
     for path in paths:
         typer.echo(str(path))
 
@@ -330,11 +308,10 @@ def report(
     """Write a self-contained HTML report of a run: curves, success rates, criteria, episodes."""
     from trustee_rl.report import write_report
 
-    errors: tuple[type[BaseException], ...] = (*_known_errors(), OSError)
     try:
         path = write_report(run_dir, out)
-    except errors as error:
-        fail(_one_line(error))
+    except known_errors(OSError) as error:
+        fail(one_line(error))
     typer.echo(str(path))
 
 

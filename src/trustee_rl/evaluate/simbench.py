@@ -6,14 +6,21 @@ calls), which makes it cheap enough to run before and after every training stage
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
-from trustee_rl.schema import Message, SimCall, Task
+from trustee_rl.evaluate.agent import Agent, Conversation
+from trustee_rl.evaluate.results import ResultCache, update_summary
+from trustee_rl.schema import Message, SimCall, Task, Verdict
 from trustee_rl.seeding import derive_rng, derive_seed
 from trustee_rl.sim.judge import leaf_score
 from trustee_rl.sim.structured import SimulatorError
@@ -86,3 +93,101 @@ def write_scores(path: Path, stage_scores: dict[str, FirstTurnScores]) -> None:
         json.dumps({stage: s.as_dict() for stage, s in stage_scores.items()}, indent=2),
         encoding="utf-8",
     )
+
+
+BENCHMARK = "sim"
+
+
+def tasks_label(tasks: list[Task]) -> str:
+    """Names a frozen task set by its content, so results on different sets never mix."""
+    digest = hashlib.sha256("".join(task.model_dump_json() for task in tasks).encode())
+    return f"tasks-{digest.hexdigest()[:10]}"
+
+
+async def evaluate_sim(
+    agent: Agent,
+    tasks: list[Task],
+    environment: Environment,
+    out: Path,
+    *,
+    seed: int,
+    concurrency: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Whole episodes of `agent` on frozen `tasks` against the simulated user and tools, judged as
+    in training. Each episode is cached when judged, so an interrupted evaluation resumes."""
+    cache = ResultCache(out)
+    category = tasks_label(tasks)
+    records: dict[int, dict[str, Any]] = {}
+    todo = []
+    for index, task in enumerate(tasks):
+        cached = cache.get(agent.name, BENCHMARK, category, task.id)
+        if cached is None:
+            todo.append(index)
+        else:
+            records[index] = cached[1]
+    started = time.perf_counter()
+
+    def report() -> None:
+        if progress is not None:
+            progress(len(records), len(tasks))
+
+    async def play(index: int) -> None:
+        task = tasks[index]
+        env = environment.episode(
+            task, index=index, seed=derive_seed(seed, "eval-sim", index), policy_model=agent.name
+        )
+        env.reset()
+        while not env.done:
+            conversation = Conversation(list(env.episode.messages), task.tools, task.id)
+            reply = (await agent.respond([conversation]))[0]
+            await env.step(reply)
+        verdict = await env.finish()
+        record = {
+            "episode": env.episode.model_dump(mode="json"),
+            "verdict": verdict.model_dump(mode="json"),
+        }
+        success = verdict.scored and all(c.passed for c in verdict.criteria)
+        cache.put(agent.name, BENCHMARK, category, task.id, float(success), record)
+        records[index] = record
+        report()
+
+    report()
+    try:
+        queue = list(todo)
+
+        async def worker() -> None:
+            while queue:
+                await play(queue.pop(0))
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)))))
+    finally:
+        cache.close()
+    verdicts = [Verdict.model_validate(records[i]["verdict"]) for i in range(len(tasks))]
+    figures = sim_figures(verdicts) | {
+        "tasks": category,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    update_summary(out, agent.name, BENCHMARK, figures)
+    return figures
+
+
+def sim_figures(verdicts: list[Verdict]) -> dict[str, Any]:
+    """Mean reward over scored episodes; success (every criterion passed) and per-criterion pass
+    rates over all episodes, an unscored episode counting as a failure."""
+    scored = [v for v in verdicts if v.scored and v.reward is not None]
+    n = max(len(verdicts), 1)
+    success = sum(v.scored and all(c.passed for c in v.criteria) for v in verdicts) / n
+    names = sorted({c.name for v in scored for c in v.criteria})
+    criteria = {
+        name: sum(any(c.name == name and c.passed for c in v.criteria) for v in scored)
+        / max(sum(any(c.name == name for c in v.criteria) for v in scored), 1)
+        for name in names
+    }
+    mean_reward = sum(v.reward for v in scored if v.reward is not None) / max(len(scored), 1)
+    return {
+        "scores": {"success rate": success, "mean reward": mean_reward}
+        | {f"criterion {name}": rate for name, rate in criteria.items()},
+        "episodes": len(verdicts),
+        "unscored": len(verdicts) - len(scored),
+    }

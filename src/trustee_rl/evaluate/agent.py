@@ -1,0 +1,184 @@
+"""The model under evaluation, answering many conversations at once.
+
+Benchmarks hand an `Agent` whole conversations and get its next assistant turn for each. A local
+model (`embedded` or a Hugging Face checkpoint dir) is rendered, generated and parsed by the same
+chat format and token ledger as in training, so what is evaluated is what was trained; generation
+is greedy and batched. A server is driven through `LMPolicy` with its native tool calling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from trustee_rl.schema import Message, Tool
+
+DEFAULT_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Conversation:
+    messages: list[Message]
+    tools: list[Tool]
+    # Which benchmark item and step this is; models ignore it, ground-truth replays look it up.
+    key: str = ""
+
+
+class Agent(Protocol):
+    # Stable label: results are cached under it and tables are headed by it.
+    name: str
+
+    async def respond(self, conversations: Sequence[Conversation]) -> list[Message]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalAgent:
+    """Greedy batched generation from an in-process HF model in its training chat format."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        chat_format: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        from trustee_rl.policy.chat import chat_format_for
+        from trustee_rl.policy.model import load_policy
+        from trustee_rl.train.rollout import Generator
+
+        self.model, self.tokenizer = load_policy(source)
+        self.chat_format = chat_format_for(chat_format, self.tokenizer)
+        self.generate = Generator(
+            self.model,
+            self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            self.chat_format.stop_ids,
+            temperature=0.0,
+        )
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.name = source if source == "embedded" else checkpoint_label(Path(source))
+        self.window = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+        # Requests from concurrent callers (many episodes in flight) queue here and are answered
+        # in shared batches, one batch at a time, since one batch saturates the CPU.
+        self._pending: list[tuple[Conversation, asyncio.Future[Message]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def respond(self, conversations: Sequence[Conversation]) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in conversations]
+        self._pending += zip(conversations, futures, strict=True)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return list(await asyncio.gather(*futures))
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let callers woken by the last batch queue their next turn
+            batch, self._pending = (
+                self._pending[: self.batch_size],
+                self._pending[self.batch_size :],
+            )
+            try:
+                replies = await asyncio.to_thread(
+                    self._respond_batch, [conversation for conversation, _ in batch]
+                )
+            except Exception as error:
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), reply in zip(batch, replies, strict=True):
+                future.set_result(reply)
+
+    def _respond_batch(self, conversations: Sequence[Conversation]) -> list[Message]:
+        from trustee_rl.policy.ledger import TokenLedger
+
+        ledgers = [TokenLedger(self.tokenizer, self.chat_format) for _ in conversations]
+        contexts = [
+            ledger.start(conversation.messages, conversation.tools)
+            for ledger, conversation in zip(ledgers, conversations, strict=True)
+        ]
+        fits = [len(ids) + self.max_new_tokens <= self.window for ids in contexts]
+        outputs = iter(
+            self.generate(
+                [c for c, ok in zip(contexts, fits, strict=True) if ok], self.max_new_tokens
+            )
+            if any(fits)
+            else []
+        )
+        replies = []
+        for ledger, context, ok in zip(ledgers, contexts, fits, strict=True):
+            if ok:
+                replies.append(ledger.add_policy_turn(next(outputs)))
+            else:  # no reply, and it says why: the benchmark scores it as the failure it is
+                replies.append(
+                    Message(
+                        role="assistant",
+                        content=f"[context of {len(context)} tokens exceeds the model's {self.window}-token window]",
+                    )
+                )
+        return replies
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ServerAgent:
+    """A model behind an OpenAI-compatible server, asked at temperature 0, many requests in flight."""
+
+    def __init__(self, url: str, model_name: str | None, *, max_new_tokens: int = 256) -> None:
+        from trustee_rl.lm.openai_http import OpenAIHTTPLM
+        from trustee_rl.policy.lm_policy import LMPolicy
+
+        self.lm = OpenAIHTTPLM(url.rstrip("/"), model=model_name)
+        self.policy = LMPolicy(self.lm, max_tokens=max_new_tokens, temperature=0.0)
+        self.name = f"{model_name or 'default'}@{url.rstrip('/')}"
+
+    async def respond(self, conversations: Sequence[Conversation]) -> list[Message]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self.policy.act(conversation.messages, conversation.tools, seed=0)
+                    for conversation in conversations
+                )
+            )
+        )
+
+    async def aclose(self) -> None:
+        await self.lm.aclose()
+
+
+def open_agent(
+    model: str,
+    model_name: str | None = None,
+    *,
+    chat_format: str | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = DEFAULT_BATCH,
+) -> Agent:
+    """`embedded`, a Hugging Face checkpoint dir, or an http(s):// OpenAI-compatible server URL."""
+    if model.startswith(("http://", "https://")):
+        return ServerAgent(model, model_name, max_new_tokens=max_new_tokens)
+    if model != "embedded" and not Path(model).is_dir():
+        raise ValueError(
+            f"unknown model {model!r}: use 'embedded', a checkpoint dir, or an http(s):// server URL"
+        )
+    return LocalAgent(
+        model, chat_format=chat_format, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+
+
+def checkpoint_label(path: Path) -> str:
+    """A checkpoint's name plus a digest of its weights, so a retrained dir is not served stale
+    cached results."""
+    digest = hashlib.sha256()
+    for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    resolved = path.resolve()
+    return f"{resolved.parent.name}/{resolved.name}#{digest.hexdigest()[:8]}"

@@ -1,0 +1,115 @@
+"""`trustee eval sim` (held-out simulated benchmark) and `trustee eval compare`, over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from trustee_rl.cli import app
+from trustee_rl.evaluate.results import update_summary
+from trustee_rl.evaluate.simbench import load_tasks
+from trustee_rl.sim.catalog import load_catalog
+from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer, Reply
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def server() -> Any:
+    with LoopbackOpenAIServer(AgentResponder(seed=0)) as running:
+        yield running
+
+
+def eval_sim(server_url: str, model: str, tasks: Path, out: Path, *extra: str) -> Any:
+    args = ["eval", "sim", "--model", model, "--tasks", str(tasks), "--simulator", server_url,
+            "--out", str(out), "--json", *extra]  # fmt: skip
+    return runner.invoke(app, args)
+
+
+def test_sim_benchmark_freezes_held_out_tasks_and_scores_whole_episodes(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    first = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "a", "--n", "4")
+    assert first.exit_code == 0, first.output
+    frozen = load_tasks(tasks)
+    assert len(frozen) == 4
+    _, held_out = load_catalog().split(0.2, 0)
+    held_out_tools = {tool.name for domain in held_out.domains for tool in domain.tools}
+    assert all(call.name in held_out_tools for t in frozen for call in t.expected_calls)
+
+    figures = json.loads(first.stdout)
+    assert figures["episodes"] == 4 and figures["unscored"] == 0
+    scores = figures["scores"]
+    assert 0.0 <= scores["success rate"] <= 1.0
+    assert -1.0 <= scores["mean reward"] <= 1.0
+    assert any(name.startswith("criterion ") for name in scores)
+
+    # The same frozen tasks and seed give the same figures, from the cache the second time.
+    again = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "a")
+    assert json.loads(again.stdout)["scores"] == scores
+    # Another model on the same file sees the same tasks.
+    other = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "b", "--seed", "5")
+    assert other.exit_code == 0, other.output
+    assert load_tasks(tasks) == frozen
+
+
+def test_sim_benchmark_needs_tasks_or_a_count(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
+    result = eval_sim(server.base_url, server.base_url, tmp_path / "none.jsonl", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "pass --n" in result.output
+
+
+def test_sim_benchmark_rejects_an_unreachable_model(tmp_path: Path) -> None:
+    with LoopbackOpenAIServer(lambda request: Reply(status=503)) as broken:
+        url = broken.base_url
+    tasks = tmp_path / "t.jsonl"
+    result = eval_sim(url, url, tasks, tmp_path / "o", "--n", "1")
+    assert result.exit_code == 2
+    assert "error: cannot reach" in result.output
+    assert not tasks.exists()  # nothing half-written
+
+
+def test_compare_puts_models_side_by_side_across_benchmarks(tmp_path: Path) -> None:
+    base, trained = tmp_path / "base", tmp_path / "trained"
+    update_summary(base, "embedded", "bfcl", {"scores": {"simple_python": 0.1, "multiple": 0.0}})
+    update_summary(base, "embedded", "sim", {"scores": {"success rate": 0.25, "mean reward": -0.5}})
+    update_summary(trained, "run/final#1", "bfcl", {"scores": {"simple_python": 0.3}})
+    update_summary(trained, "run/final#1", "tau2", {"scores": {"airline pass^1": 0.02}})
+    chart = tmp_path / "chart.svg"
+    result = runner.invoke(
+        app, ["eval", "compare", str(base), str(trained), "--plot", str(chart), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)
+    assert table["models"] == ["embedded", "run/final#1"]
+    rows = {(r["benchmark"], r["metric"]): r["values"] for r in table["rows"]}
+    assert rows == {
+        ("sim", "success rate"): [0.25, None],
+        ("sim", "mean reward"): [-0.5, None],
+        ("bfcl", "simple_python"): [0.1, 0.3],
+        ("bfcl", "multiple"): [0.0, None],
+        ("tau2", "airline pass^1"): [None, 0.02],
+    }
+    svg = chart.read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") >= 1 + 2 + 6  # background, legend, bars
+    assert "embedded: 10.0%" in svg and "run/final#1: 30.0%" in svg
+
+    printed = runner.invoke(app, ["eval", "compare", str(base), str(trained), "--plot", str(chart)])
+    assert "simple_python" in printed.output and "30.0%" in printed.output
+
+
+def test_compare_refuses_a_dir_without_results(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "has no summary.json" in result.output
+
+
+def test_one_output_dir_holds_one_model(tmp_path: Path) -> None:
+    update_summary(tmp_path, "a", "bfcl", {"scores": {}})
+    with pytest.raises(ValueError, match="holds results of 'a'"):
+        update_summary(tmp_path, "b", "bfcl", {"scores": {}})
