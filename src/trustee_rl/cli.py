@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from trustee_rl.cli_errors import fail, known_errors, one_line
+from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
 from trustee_rl.evaluate.commands import eval_app
 
 app = typer.Typer(
@@ -236,12 +235,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a tool-calling policy with GRPO in simulated environments."""
-    # torch and llama.cpp share the cores: spinning OpenMP threads would starve each other.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Everything is local: never let a library reach for a model hub or send telemetry.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    local_runtime()
     from trustee_rl.store import STORE_FILE
     from trustee_rl.train.config import TrainingRefused, load_train_config
 

@@ -15,12 +15,18 @@ from typing import Annotated, Any
 
 import typer
 
-from trustee_rl.cli_errors import fail, known_errors, one_line
+from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
 
 eval_app = typer.Typer(
     help="Evaluate a model on BFCL v4, a held-out simulated benchmark or tau2-bench; compare models.",
     no_args_is_help=True,
 )
+
+
+@eval_app.callback()
+def _settings() -> None:
+    local_runtime()
+
 
 ModelOption = Annotated[
     str,

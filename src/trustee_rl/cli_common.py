@@ -1,7 +1,9 @@
-"""How every `trustee` command reports bad input: one line on stderr, exit status 2."""
+"""What every `trustee` command shares: bad input reported as one line on stderr with exit status 2,
+and the process settings for running models locally."""
 
 from __future__ import annotations
 
+import os
 from typing import NoReturn
 
 import typer
@@ -40,3 +42,13 @@ def one_line(error: BaseException) -> str:
         where = ".".join(str(part) for part in first["loc"])
         return f"invalid configuration: {where}: {first['msg']}"
     return " ".join(str(error).split())
+
+
+def local_runtime() -> None:
+    """Settings for running models in this process; call before torch or llama.cpp load."""
+    # torch and llama.cpp share the cores: spinning OpenMP threads would starve each other.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Everything is local: never let a library reach for a model hub or send telemetry.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
