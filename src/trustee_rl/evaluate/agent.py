@@ -18,6 +18,8 @@ from typing import Protocol
 from trustee_rl.schema import Message, Tool
 
 DEFAULT_BATCH = 16
+# Event-loop passes without a new request after which a batch stops waiting for more.
+QUIET_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class LocalAgent:
 
     async def _drain(self) -> None:
         while self._pending:
-            await asyncio.sleep(0)  # let callers woken by the last batch queue their next turn
+            await self._fill()
             batch, self._pending = (
                 self._pending[: self.batch_size],
                 self._pending[self.batch_size :],
@@ -94,6 +96,16 @@ class LocalAgent:
                 continue
             for (_, future), reply in zip(batch, replies, strict=True):
                 future.set_result(reply)
+
+    async def _fill(self) -> None:
+        """Wait, briefly, for callers woken by the last batch to queue their next turn: a caller
+        needs a few event-loop passes to get there, and batches of one would waste the CPU."""
+        for wait_s in (0.0, 0.005):
+            size, quiet = len(self._pending), 0
+            while len(self._pending) < self.batch_size and quiet < QUIET_PASSES:
+                await asyncio.sleep(wait_s)
+                quiet = quiet + 1 if len(self._pending) == size else 0
+                size = len(self._pending)
 
     def _respond_batch(self, conversations: Sequence[Conversation]) -> list[Message]:
         from trustee_rl.policy.ledger import TokenLedger
