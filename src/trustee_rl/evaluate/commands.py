@@ -260,6 +260,73 @@ def sim(
 
 
 @eval_app.command()
+def tau2(
+    model: ModelOption,
+    model_name: ModelNameOption = None,
+    domains: Annotated[
+        str, typer.Option(help="comma-separated: airline, retail, telecom")
+    ] = "airline,retail",
+    split: Annotated[
+        str, typer.Option(help="tau2 task split: 'test', 'train' or 'base' (all tasks)")
+    ] = "test",
+    trials: Annotated[
+        int, typer.Option(min=1, help="episodes per task; pass^k for k ≤ trials")
+    ] = 1,
+    user_simulator: Annotated[
+        str,
+        typer.Option(
+            help="who plays tau2's customer: 'embedded' or an OpenAI-compatible server URL"
+        ),
+    ] = "embedded",
+    user_model: Annotated[str | None, typer.Option(help="model name on that server")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="first N tasks of each domain")] = None,
+    out: OutOption = None,
+    max_tokens: MaxTokensOption = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """tau2-bench offline: tau2's orchestrator, user simulator and standard score; our policy."""
+    try:
+        from trustee_rl.evaluate.tau2 import evaluate_tau2
+    except ImportError as error:
+        fail(f"tau2 needs the evaluation extras ({error}): run `bash scripts/setup.sh --eval`")
+    agent = _open_agent(model, model_name, max_tokens)
+    out = out or _default_out(agent.name)
+    if user_simulator == "embedded":
+        typer.echo(
+            "user simulator: the embedded SmolLM2-135M (published tau2 numbers use far stronger "
+            "user models)",
+            err=True,
+        )
+
+    async def run() -> dict[str, Any]:
+        with _bar("tau2") as update:
+            try:
+                return await evaluate_tau2(
+                    agent,
+                    domains=[d.strip() for d in domains.split(",") if d.strip()],
+                    split=split,
+                    trials=trials,
+                    user_simulator=user_simulator,
+                    user_model=user_model,
+                    limit=limit,
+                    out=out,
+                    progress=lambda done, total: update("episodes", done, total),
+                )
+            finally:
+                await agent.aclose()
+
+    try:
+        figures = asyncio.run(run())
+    except known_errors(OSError) as error:
+        fail(one_line(error))
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+    else:
+        _print_scores(f"tau2-bench — {agent.name} ({split} split)", figures["scores"])
+    typer.echo(f"results: {out}", err=True)
+
+
+@eval_app.command()
 def compare(
     dirs: Annotated[list[Path], typer.Argument(help="output dirs of `trustee eval` runs")],
     plot: Annotated[
