@@ -19,18 +19,6 @@ from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply
 
 runner = CliRunner()
 
-AST_CATEGORIES = [
-    "simple_python",
-    "simple_java",
-    "simple_javascript",
-    "multiple",
-    "parallel",
-    "parallel_multiple",
-    "live_simple",
-    "live_multiple",
-    "live_parallel",
-    "live_parallel_multiple",
-]
 # Entries whose ground truth contradicts BFCL's own function doc or type converter, so that no
 # output passes BFCL's checker: a required parameter with no allowed value, an answer naming a
 # parameter the doc lacks, a list of strings whose answer holds booleans and numbers, a string
@@ -62,9 +50,9 @@ def failures(out: Path) -> set[str]:
 def test_ground_truth_passes_every_ast_entry_through_our_parser_and_bfcls_checker(
     tmp_path: Path,
 ) -> None:
-    summary = ground_truth_run(tmp_path, AST_CATEGORIES, None)
+    summary = ground_truth_run(tmp_path, bfcl.AST, None)
     assert failures(tmp_path) == UNPASSABLE
-    for category in AST_CATEGORIES:
+    for category in bfcl.AST:
         row = summary["categories"][category]
         unpassable = sum(entry.startswith(category + "_") for entry in UNPASSABLE)
         assert row["entries"] > 10
@@ -198,11 +186,12 @@ def test_embedded_model_on_twenty_simple_python_entries_end_to_end(tmp_path: Pat
     row = summary["categories"]["simple_python"]
     assert row["entries"] == 20 and 0.0 <= row["accuracy"] <= 1.0
     with sqlite3.connect(out / "results.sqlite") as db:
-        records = [json.loads(r[0]) for r in db.execute("SELECT record FROM results")]
-    assert len(records) == 20
-    # Every reply was generated and parsed: a verdict with a reason for each failure.
-    assert all(r["reply"]["role"] == "assistant" for r in records)
-    assert all(r["error"] is None or r["error"] for r in records)
+        rows = [(s, json.loads(r)) for s, r in db.execute("SELECT score, record FROM results")]
+    assert len(rows) == 20
+    # Every reply was generated and parsed; a pass has no error, and each failure says why.
+    assert all(record["reply"]["role"] == "assistant" for _, record in rows)
+    assert all((score == 1.0) == (not record["error"]) for score, record in rows)
+    assert sum(score for score, _ in rows) == pytest.approx(20 * row["accuracy"])
     again = runner.invoke(app, args)
     assert json.loads(again.stdout)["categories"]["simple_python"]["from_cache"] == 20
     assert json.loads(again.stdout)["scores"] == summary["scores"]

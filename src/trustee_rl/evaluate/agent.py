@@ -39,6 +39,18 @@ class Agent(Protocol):
     async def aclose(self) -> None: ...
 
 
+class AgentPolicy:
+    """An `Agent` as the `Policy` that `run_episode` asks for one turn at a time. Evaluation is
+    greedy, so the turn seed has nothing to do."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.model = agent.name
+
+    async def act(self, messages: list[Message], tools: list[Tool], seed: int) -> Message:
+        return (await self.agent.respond([Conversation(list(messages), tools)]))[0]
+
+
 class LocalAgent:
     """Greedy batched generation from an in-process HF model in its training chat format."""
 

@@ -11,7 +11,6 @@ checker in a sandbox process, since both `eval()` text built from model output.
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 import os
 import time
@@ -22,7 +21,12 @@ from typing import Any
 
 from trustee_rl.evaluate.agent import Agent, Conversation
 from trustee_rl.evaluate.bfcl_sandbox import MODEL_NAME, Sandbox, SandboxError
-from trustee_rl.evaluate.results import ResultCache, read_summary, update_summary
+from trustee_rl.evaluate.results import (
+    ResultCache,
+    gather_bounded,
+    read_summary,
+    update_summary,
+)
 from trustee_rl.policy.hermes import format_tool_call, parse_assistant_text
 from trustee_rl.schema import Message, Tool, ToolCall
 
@@ -52,6 +56,10 @@ MULTI_TURN = [
     "multi_turn_long_context",
 ]
 CATEGORIES = NON_LIVE + LIVE + MULTI_TURN
+# Scored by whether the reply calls a function at all; every other single-turn category by AST.
+IRRELEVANCE = ("irrelevance", "live_irrelevance")
+RELEVANCE = (*IRRELEVANCE, "live_relevance")
+AST = [category for category in NON_LIVE + LIVE if category not in RELEVANCE]
 NEEDS_INTERNET = {
     "web_search_base": "searches the live web",
     "web_search_no_snippet": "searches the live web",
@@ -131,7 +139,7 @@ def load_entries(category: str, limit: int | None) -> list[Entry]:
     plain = load_dataset_entry(category, include_prereq=False, include_language_specific_hint=False)
     plain_functions = {row["id"]: row["function"] for row in plain}
     answers: dict[str, Any] = {}
-    if category not in ("irrelevance", "live_irrelevance", "live_relevance"):
+    if category not in RELEVANCE:
         answers = {row["id"]: row["ground_truth"] for row in load_ground_truth_entry(category)}
     return [
         Entry(category, row, answers.get(row["id"]), plain_functions[row["id"]])
@@ -148,9 +156,9 @@ def bfcl_tools(functions: list[dict[str, Any]]) -> list[Tool]:
     # Built without validation: BFCL's schemas are the benchmark's, not ours to reject.
     return [
         Tool.model_construct(
-            name=spec["function"]["name"] if "function" in spec else spec["name"],
-            description=(spec.get("function", spec)).get("description", ""),
-            parameters=(spec.get("function", spec))["parameters"],
+            name=spec["function"]["name"],
+            description=spec["function"].get("description", ""),
+            parameters=spec["function"]["parameters"],
             returns=None,
         )
         for spec in specs
@@ -169,14 +177,6 @@ def decoded_calls(reply: Message) -> list[dict[str, dict[str, Any]]] | str:
     if broken:
         return f"unparseable call: {broken[0]}"
     return [{call.name: call.arguments} for call in reply.tool_calls]
-
-
-def execution_strings(calls: list[ToolCall]) -> list[str]:
-    """Calls as the Python call text BFCL's backends run, as BFCL's FC handlers write it."""
-    return [
-        f"{call.name}({','.join(f'{key}={value!r}' for key, value in call.arguments.items())})"
-        for call in calls
-    ]
 
 
 class Evaluation:
@@ -222,17 +222,14 @@ class Evaluation:
                 scores[entry.id] = cached[0]
         self._report(category, len(scores), len(entries))
         grade = self._grade_multi_turn if category in MULTI_TURN else self._grade_single_turn
-        queue = list(todo)
 
-        async def worker() -> None:
-            while queue:
-                entry = queue.pop(0)
-                valid, record = await grade(entry)
-                self.cache.put(self.agent.name, BENCHMARK, category, entry.id, float(valid), record)
-                scores[entry.id] = float(valid)
-                self._report(category, len(scores), len(entries))
+        async def score(entry: Entry) -> None:
+            valid, record = await grade(entry)
+            self.cache.put(self.agent.name, BENCHMARK, category, entry.id, float(valid), record)
+            scores[entry.id] = float(valid)
+            self._report(category, len(scores), len(entries))
 
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(todo)))))
+        await gather_bounded(todo, self.concurrency, score)
         return {
             "accuracy": sum(scores.values()) / len(entries) if entries else 0.0,
             "entries": len(entries),
@@ -259,6 +256,7 @@ class Evaluation:
             DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC,
             MAXIMUM_STEP_LIMIT,
         )
+        from bfcl_eval.model_handler.utils import convert_to_function_call
 
         functions = list(entry.data["function"])
         held_out: dict[str, list[dict[str, Any]]] = entry.data.get("missed_function", {})
@@ -286,7 +284,7 @@ class Evaluation:
                     calls = decoded_calls(reply)
                     if isinstance(calls, str):  # BFCL moves on to the next turn
                         break
-                    strings = execution_strings(reply.tool_calls)
+                    strings = convert_to_function_call(calls)  # BFCL's own call text
                     turn_decoded.append(strings)
                     results = await self.sandbox.execute(strings, entry.data, long_context)
                     messages += [
@@ -332,7 +330,7 @@ def check_single_turn(entry: Entry, reply: Message) -> tuple[bool, dict[str, Any
     from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
 
     calls = decoded_calls(reply)
-    if entry.category in ("irrelevance", "live_irrelevance"):
+    if entry.category in IRRELEVANCE:
         return isinstance(calls, str), {
             "error": None if isinstance(calls, str) else "called a function"
         }
@@ -370,39 +368,25 @@ def bfcl_groups(figures: dict[str, dict[str, Any]]) -> dict[str, float]:
             "display_accuracy": row["accuracy"],
         }
 
-    def have(*categories: str) -> bool:
+    def have(categories: Sequence[str]) -> bool:
         return all(category in figures for category in categories)
 
+    simple = ("simple_python", "simple_java", "simple_javascript")
+    non_live_ast = [category for category in AST if category in NON_LIVE]
+    live_ast = [category for category in AST if category in LIVE]
     groups: dict[str, float] = {}
-    if have(
-        "simple_python",
-        "simple_java",
-        "simple_javascript",
-        "multiple",
-        "parallel",
-        "parallel_multiple",
-    ):
-        simple = calculate_unweighted_accuracy(
-            [score(c) for c in ("simple_python", "simple_java", "simple_javascript")]
-        )
-        groups["non_live ast"] = calculate_unweighted_accuracy(
-            [simple, *(score(c) for c in ("multiple", "parallel", "parallel_multiple"))]
-        )["accuracy"]
-    if have("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"):
-        groups["live ast"] = calculate_weighted_accuracy(
-            [
-                score(c)
-                for c in ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
-            ]
-        )["accuracy"]
-    if have(*MULTI_TURN):
-        groups["multi_turn"] = calculate_unweighted_accuracy([score(c) for c in MULTI_TURN])[
-            "accuracy"
-        ]
-    if have("irrelevance", "live_irrelevance", "live_relevance"):
-        groups["hallucination"] = calculate_unweighted_accuracy(
-            [score(c) for c in ("irrelevance", "live_irrelevance", "live_relevance")]
-        )["accuracy"]
+    if have(non_live_ast):
+        by_kind = [calculate_unweighted_accuracy([score(c) for c in simple])]
+        by_kind += [score(c) for c in non_live_ast if c not in simple]
+        groups["non_live ast"] = calculate_unweighted_accuracy(by_kind)["accuracy"]
+    if have(live_ast):
+        groups["live ast"] = calculate_weighted_accuracy([score(c) for c in live_ast])["accuracy"]
+    if have(MULTI_TURN):
+        multi_turn = calculate_unweighted_accuracy([score(c) for c in MULTI_TURN])
+        groups["multi_turn"] = multi_turn["accuracy"]
+    if have(RELEVANCE):
+        relevance = calculate_unweighted_accuracy([score(c) for c in RELEVANCE])
+        groups["hallucination"] = relevance["accuracy"]
     return {name: float(value) for name, value in groups.items()}
 
 

@@ -7,8 +7,9 @@ re-run resumes) and `summary.json` (the headline figures that `trustee eval comp
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +47,7 @@ OutOption = Annotated[
 MaxTokensOption = Annotated[
     int, typer.Option(min=1, help="most tokens the model may write per turn")
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the figures as JSON")]
 
 
 @contextmanager
@@ -77,6 +79,24 @@ def _open_agent(model: str, model_name: str | None, max_tokens: int) -> Any:
         return open_agent(model, model_name, max_new_tokens=max_tokens)
     except known_errors(OSError) as error:
         fail(one_line(error))
+
+
+def _run_and_show(
+    run: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    as_json: bool,
+    show: Callable[[dict[str, Any]], None],
+    out: Path,
+) -> None:
+    """Run an evaluation, then print its figures as JSON or as `show` draws them."""
+    try:
+        figures = asyncio.run(run())
+    except known_errors(OSError) as error:
+        fail(one_line(error))
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+    else:
+        show(figures)
+    typer.echo(f"results: {out}", err=True)
 
 
 def _default_out(label: str) -> Path:
@@ -117,13 +137,14 @@ def bfcl(
     ] = None,
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """BFCL v4 offline: BFCL's own data, tool conversion and checkers, our policy's rendering."""
-    try:
-        from trustee_rl.evaluate import bfcl as bfcl_eval
-    except ImportError as error:
-        fail(f"BFCL needs the evaluation extras ({error}): run `bash scripts/setup.sh --eval`")
+    # bfcl_eval itself is imported later, once its project root is set, so look for it here.
+    if importlib.util.find_spec("bfcl_eval") is None:
+        fail("BFCL needs the evaluation extras: run `bash scripts/setup.sh --eval`")
+    from trustee_rl.evaluate import bfcl as bfcl_eval
+
     try:
         chosen, skipped = bfcl_eval.resolve_categories(categories.split(","))
     except ValueError as error:
@@ -143,15 +164,7 @@ def bfcl(
             finally:
                 await agent.aclose()
 
-    try:
-        summary = asyncio.run(run())
-    except known_errors(OSError) as error:
-        fail(one_line(error))
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        _print_bfcl(summary, agent.name)
-    typer.echo(f"results: {out}", err=True)
+    _run_and_show(run, as_json, lambda summary: _print_bfcl(summary, agent.name), out)
 
 
 def _print_bfcl(summary: dict[str, Any], label: str) -> None:
@@ -203,7 +216,7 @@ def sim(
     ] = "rules",
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """A held-out simulated benchmark: whole episodes on frozen tasks from unseen catalog domains."""
     from trustee_rl.environment import Environment
@@ -246,17 +259,11 @@ def sim(
             await lm.aclose()
             await agent.aclose()
 
-    try:
-        figures = asyncio.run(run())
-    except known_errors(OSError) as error:
-        fail(one_line(error))
-    if as_json:
-        typer.echo(json.dumps(figures, indent=2))
-    else:
-        _print_scores(
-            f"simulated benchmark — {agent.name} ({figures['episodes']} tasks)", figures["scores"]
-        )
-    typer.echo(f"results: {out}", err=True)
+    def show(figures: dict[str, Any]) -> None:
+        title = f"simulated benchmark — {agent.name} ({figures['episodes']} tasks)"
+        _print_scores(title, figures["scores"])
+
+    _run_and_show(run, as_json, show, out)
 
 
 @eval_app.command()
@@ -282,7 +289,7 @@ def tau2(
     limit: Annotated[int | None, typer.Option(min=1, help="first N tasks of each domain")] = None,
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """tau2-bench offline: tau2's orchestrator, user simulator and standard score; our policy."""
     try:
@@ -315,15 +322,10 @@ def tau2(
             finally:
                 await agent.aclose()
 
-    try:
-        figures = asyncio.run(run())
-    except known_errors(OSError) as error:
-        fail(one_line(error))
-    if as_json:
-        typer.echo(json.dumps(figures, indent=2))
-    else:
+    def show(figures: dict[str, Any]) -> None:
         _print_scores(f"tau2-bench — {agent.name} ({split} split)", figures["scores"])
-    typer.echo(f"results: {out}", err=True)
+
+    _run_and_show(run, as_json, show, out)
 
 
 @eval_app.command()
@@ -332,7 +334,7 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="SVG chart file (default: comparison.svg)")
     ] = Path("comparison.svg"),
-    as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """One table, and a chart, of several models across every benchmark each was evaluated on."""
     from trustee_rl.evaluate.compare import comparison, write_chart

@@ -7,10 +7,14 @@ trial), so an interrupted evaluation resumes where it stopped and a finished one
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
 
 CACHE_FILE = "results.sqlite"
 SUMMARY_FILE = "summary.json"
@@ -93,3 +97,16 @@ def update_summary(out: Path, model: str, benchmark: str, figures: dict[str, Any
     temporary = out / (SUMMARY_FILE + ".tmp")
     temporary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     temporary.replace(out / SUMMARY_FILE)
+
+
+async def gather_bounded(
+    items: Sequence[Item], concurrency: int, work: Callable[[Item], Awaitable[None]]
+) -> None:
+    """`work` on every item, at most `concurrency` at a time (items start in order)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: Item) -> None:
+        async with gate:
+            await work(item)
+
+    await asyncio.gather(*(one(item) for item in items))

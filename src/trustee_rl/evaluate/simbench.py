@@ -6,7 +6,6 @@ calls), which makes it cheap enough to run before and after every training stage
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -18,8 +17,9 @@ from typing import Any
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
-from trustee_rl.evaluate.agent import Agent, Conversation
-from trustee_rl.evaluate.results import ResultCache, update_summary
+from trustee_rl.episode import run_episode
+from trustee_rl.evaluate.agent import Agent, AgentPolicy
+from trustee_rl.evaluate.results import ResultCache, gather_bounded, update_summary
 from trustee_rl.schema import Message, SimCall, Task, Verdict
 from trustee_rl.seeding import derive_rng, derive_seed
 from trustee_rl.sim.judge import leaf_score
@@ -127,6 +127,7 @@ async def evaluate_sim(
         else:
             records[index] = cached[1]
     started = time.perf_counter()
+    policy = AgentPolicy(agent)
 
     def report() -> None:
         if progress is not None:
@@ -137,30 +138,18 @@ async def evaluate_sim(
         env = environment.episode(
             task, index=index, seed=derive_seed(seed, "eval-sim", index), policy_model=agent.name
         )
-        env.reset()
-        while not env.done:
-            conversation = Conversation(list(env.episode.messages), task.tools, task.id)
-            reply = (await agent.respond([conversation]))[0]
-            await env.step(reply)
-        verdict = await env.finish()
+        episode, verdict = await run_episode(env, policy)
         record = {
-            "episode": env.episode.model_dump(mode="json"),
+            "episode": episode.model_dump(mode="json"),
             "verdict": verdict.model_dump(mode="json"),
         }
-        success = verdict.scored and all(c.passed for c in verdict.criteria)
-        cache.put(agent.name, BENCHMARK, category, task.id, float(success), record)
+        cache.put(agent.name, BENCHMARK, category, task.id, float(succeeded(verdict)), record)
         records[index] = record
         report()
 
     report()
     try:
-        queue = list(todo)
-
-        async def worker() -> None:
-            while queue:
-                await play(queue.pop(0))
-
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)))))
+        await gather_bounded(todo, concurrency, play)
     finally:
         cache.close()
     verdicts = [Verdict.model_validate(records[i]["verdict"]) for i in range(len(tasks))]
@@ -172,12 +161,16 @@ async def evaluate_sim(
     return figures
 
 
+def succeeded(verdict: Verdict) -> bool:
+    """A task counts as solved when its episode was judged and passed every criterion."""
+    return verdict.scored and all(criterion.passed for criterion in verdict.criteria)
+
+
 def sim_figures(verdicts: list[Verdict]) -> dict[str, Any]:
     """Mean reward over scored episodes; success (every criterion passed) and per-criterion pass
     rates over all episodes, an unscored episode counting as a failure."""
     scored = [v for v in verdicts if v.scored and v.reward is not None]
-    n = max(len(verdicts), 1)
-    success = sum(v.scored and all(c.passed for c in v.criteria) for v in verdicts) / n
+    success = sum(map(succeeded, verdicts)) / max(len(verdicts), 1)
     names = sorted({c.name for v in scored for c in v.criteria})
     criteria = {
         name: sum(any(c.name == name and c.passed for c in v.criteria) for v in scored)
