@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from trustee_rl.cli import app
 from trustee_rl.evaluate import bfcl
+from trustee_rl.evaluate.agent import Conversation
 from trustee_rl.evaluate.bfcl_sandbox import Sandbox, SandboxError
 from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply
 
@@ -86,7 +87,7 @@ def test_a_wrong_call_fails_bfcls_checker(tmp_path: Path) -> None:
     bfcl.use_project_root(tmp_path)
     entry = bfcl.load_entries("simple_python", 1)[0]
     agent = bfcl.GroundTruthAgent([entry])
-    right = asyncio.run(agent.respond([bfcl.Conversation([], [], entry.id)]))[0]
+    right = asyncio.run(agent.respond([Conversation([], [], entry.id)]))[0]
     assert bfcl.check_single_turn(entry, right)[0]
     wrong = right.model_copy(deep=True)
     name = next(iter(wrong.tool_calls[0].arguments))
@@ -136,7 +137,7 @@ def test_url_model_is_asked_with_bfcls_tools_and_scored(tmp_path: Path) -> None:
 
     answers = {}
     for entry in entries[:2]:
-        reply = asyncio.run(truth.respond([bfcl.Conversation([], [], entry.id)]))[0]
+        reply = asyncio.run(truth.respond([Conversation([], [], entry.id)]))[0]
         calls = [{"name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
         answers[calls[0]["name"]] = Reply(tool_calls=calls)
 

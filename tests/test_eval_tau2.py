@@ -184,6 +184,35 @@ async def test_resuming_with_another_user_simulator_is_refused(tmp_path: Path) -
         )
 
 
+async def test_an_episode_cut_at_max_steps_scores_zero_and_its_dir_keeps_that_limit(
+    tmp_path: Path,
+) -> None:
+    agent = FakeAgent(Message(role="assistant", content="How else can I help?"))
+    with LoopbackOpenAIServer(lambda request: Reply(content="Tell me more.")) as server:
+        figures = await tau2.evaluate_tau2(
+            agent,
+            domains=["airline"],
+            user_simulator=server.base_url,
+            limit=1,
+            max_steps=4,
+            out=tmp_path,
+        )
+        assert figures["scores"] == {"airline pass^1": 0.0}
+        assert figures["max_steps"] == 4
+        hit = ResultCache(tmp_path).get("fake", "tau2", "airline", "0", 0)
+        assert hit is not None and hit[1]["termination"] == "max_steps"
+        assert agent.turns == 2  # greeting, user, agent, user, agent: 4 steps after the greeting
+        with pytest.raises(ValueError, match="max steps 4, not 6"):
+            await tau2.evaluate_tau2(
+                agent,
+                domains=["airline"],
+                user_simulator=server.base_url,
+                limit=1,
+                max_steps=6,
+                out=tmp_path,
+            )
+
+
 async def test_unreachable_user_simulator_is_a_clear_error(tmp_path: Path) -> None:
     with LoopbackOpenAIServer(user_turn) as server:
         url = server.base_url  # a port that was just closed

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -35,10 +35,12 @@ def criteria(episode: Episode, strictness: int = 5) -> dict[str, bool]:
     return {c.name: c.passed for c in rule_criteria(make_task(strictness), episode)}
 
 
-async def reward(episode: Episode, strictness: int = 5, mode: str = "levels") -> float | None:
+async def reward(
+    episode: Episode, strictness: int = 5, mode: Literal["levels", "graded"] = "levels"
+) -> float | None:
     verdict = await Judge(None, JudgeConfig(mode="rules", reward=mode)).judge(
         make_task(strictness), episode
-    )  # type: ignore[arg-type]
+    )
     assert verdict.scored and verdict.judge_model == "rules"
     return verdict.reward
 

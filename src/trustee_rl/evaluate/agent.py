@@ -9,17 +9,24 @@ is greedy and batched. A server is driven through `LMPolicy` with its native too
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from trustee_rl.schema import Message, Tool
 
 DEFAULT_BATCH = 16
 # Event-loop passes without a new request after which a batch stops waiting for more.
 QUIET_PASSES = 3
+# An opening message at least this long (tau2's policy and tools: about 5,000 tokens) is worth
+# keeping the model's KV cache of. Shorter openings are cheap to recompute, and the conversations
+# that have them are better generated in one batch.
+MIN_CACHED_OPENING = 1024
+CACHED_OPENINGS = 4
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class LocalAgent:
         self.batch_size = batch_size
         self.name = source if source == "embedded" else checkpoint_label(Path(source))
         self.window = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+        self.openings = OpeningCache(self.model, self.chat_format.end_of_turn_id)
         # Requests from concurrent callers (many episodes in flight) queue here and are answered
         # in shared batches, one batch at a time, since one batch saturates the CPU.
         self._pending: list[tuple[Conversation, asyncio.Future[Message]]] = []
@@ -128,28 +136,85 @@ class LocalAgent:
             for ledger, conversation in zip(ledgers, conversations, strict=True)
         ]
         fits = [len(ids) + self.max_new_tokens <= self.window for ids in contexts]
-        outputs = iter(
-            self.generate(
-                [c for c, ok in zip(contexts, fits, strict=True) if ok], self.max_new_tokens
-            )
-            if any(fits)
-            else []
-        )
+        openings = [
+            self.openings.opening(ids) if ok else None
+            for ids, ok in zip(contexts, fits, strict=True)
+        ]
+        batched = [
+            ids
+            for ids, ok, opening in zip(contexts, fits, openings, strict=True)
+            if ok and opening is None
+        ]
+        outputs = iter(self.generate(batched, self.max_new_tokens) if batched else [])
         replies = []
-        for ledger, context, ok in zip(ledgers, contexts, fits, strict=True):
-            if ok:
-                replies.append(ledger.add_policy_turn(next(outputs)))
-            else:  # no reply, and it says why: the benchmark scores it as the failure it is
+        for ledger, context, ok, opening in zip(ledgers, contexts, fits, openings, strict=True):
+            if not ok:  # no reply, and it says why: the benchmark scores it as the failure it is
                 replies.append(
                     Message(
                         role="assistant",
                         content=f"[context of {len(context)} tokens exceeds the model's {self.window}-token window]",
                     )
                 )
+            elif opening is None:
+                replies.append(ledger.add_policy_turn(next(outputs)))
+            else:
+                (ids,) = self.generate(
+                    [context], self.max_new_tokens, prefix_cache=self.openings.copy(opening)
+                )
+                replies.append(ledger.add_policy_turn(ids))
         return replies
 
     async def aclose(self) -> None:
         return None
+
+
+class OpeningCache:
+    """The model's KV caches of long conversation openings, the first message through its
+    end-of-turn token (a system prompt with its tools).
+
+    A benchmark like tau2 starts every turn of every episode of a domain with the same 5,000-token
+    opening; recomputing it each turn would cost most of the CPU time of a turn. A conversation
+    whose opening is cached is generated alone, from a copy of the cache: long openings make a CPU
+    generation compute-bound, so batching such conversations gains nothing.
+    """
+
+    def __init__(self, model: Any, end_of_turn_id: int, capacity: int = CACHED_OPENINGS) -> None:
+        self.model = model
+        self.end_of_turn_id = end_of_turn_id
+        self.capacity = capacity
+        self._caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._caches)
+
+    def opening(self, context: list[int]) -> tuple[int, ...] | None:
+        """`context`'s opening, or None when it is short or is all there is."""
+        try:
+            length = context.index(self.end_of_turn_id) + 1
+        except ValueError:
+            return None
+        if length < MIN_CACHED_OPENING or length >= len(context):
+            return None
+        return tuple(context[:length])
+
+    def copy(self, opening: tuple[int, ...]) -> Any:
+        """A copy of the opening's KV cache (computed the first time), for one generation to
+        extend."""
+        if opening not in self._caches:
+            self._caches[opening] = self._compute(list(opening))
+            while len(self._caches) > self.capacity:
+                self._caches.popitem(last=False)
+        self._caches.move_to_end(opening)
+        return copy.deepcopy(self._caches[opening])
+
+    def _compute(self, opening: list[int]) -> Any:
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.no_grad():
+            self.model(input_ids=torch.tensor([opening]), past_key_values=cache, use_cache=True)
+        return cache
 
 
 class ServerAgent:

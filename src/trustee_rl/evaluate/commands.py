@@ -18,6 +18,9 @@ import typer
 
 from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
 
+# tau2's own default (`tau2.config.DEFAULT_MAX_STEPS`), written out because tau2 loads slowly.
+TAU2_MAX_STEPS = 200
+
 eval_app = typer.Typer(
     help="Evaluate a model on BFCL v4, a held-out simulated benchmark or tau2-bench; compare models.",
     no_args_is_help=True,
@@ -287,6 +290,12 @@ def tau2(
     ] = "embedded",
     user_model: Annotated[str | None, typer.Option(help="model name on that server")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="first N tasks of each domain")] = None,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            min=1, help="messages (tool calls included) after which an episode ends, scoring 0"
+        ),
+    ] = TAU2_MAX_STEPS,
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
     as_json: JsonOption = False,
@@ -316,6 +325,7 @@ def tau2(
                     user_simulator=user_simulator,
                     user_model=user_model,
                     limit=limit,
+                    max_steps=max_steps,
                     out=out,
                     progress=lambda done, total: update("episodes", done, total),
                 )

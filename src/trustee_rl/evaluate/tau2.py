@@ -598,10 +598,17 @@ class _Run:
 
     def _cached(self, domain: str, task_id: str, trial: int) -> tuple[float, dict[str, Any]] | None:
         hit = self.cache.get(self.agent.name, BENCHMARK, domain, task_id, trial)
-        if hit is not None and hit[1].get("user") != self.user.label:
+        if hit is None:
+            return None
+        if hit[1].get("user") != self.user.label:
             raise ValueError(
                 f"cached tau2 {domain} task {task_id} trial {trial} was run with user simulator"
                 f" {hit[1].get('user')!r}, not {self.user.label!r}: use another --out"
+            )
+        if hit[1].get("max_steps") != self.max_steps:
+            raise ValueError(
+                f"cached tau2 {domain} task {task_id} trial {trial} was run with max steps"
+                f" {hit[1].get('max_steps')}, not {self.max_steps}: use another --out"
             )
         return hit
 
@@ -619,6 +626,7 @@ class _Run:
                 "reward": reward,
                 "termination": outcome.termination_reason.value,
                 "user": self.user.label,
+                "max_steps": self.max_steps,
                 "wall_s": outcome.duration,
                 "simulation": outcome.model_dump(mode="json"),
             }
@@ -665,6 +673,7 @@ class _Run:
             "split": split,
             "trials": trials,
             "user_simulator": self.user.label,
+            "max_steps": self.max_steps,
         }
 
 

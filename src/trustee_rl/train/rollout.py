@@ -61,7 +61,13 @@ class Generator:
     temperature: float
 
     @torch.no_grad()
-    def __call__(self, contexts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def __call__(
+        self, contexts: list[list[int]], max_new_tokens: int, prefix_cache: Any = None
+    ) -> list[list[int]]:
+        """`prefix_cache`: the model's KV cache of an opening the context starts with (a batch of
+        one), so only what follows the opening is computed; generation extends it in place."""
+        if prefix_cache is not None and len(contexts) != 1:
+            raise ValueError("a prefix cache serves a batch of one context")
         width = max(len(ids) for ids in contexts)
         input_ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(contexts), width), dtype=torch.long)
@@ -81,6 +87,7 @@ class Generator:
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,
                 use_cache=True,
+                past_key_values=prefix_cache,
             )
         finally:
             self.model.train(was_training)

@@ -1,0 +1,64 @@
+"""The local model under evaluation: long conversation openings computed once, same replies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from trustee_rl.evaluate.agent import MIN_CACHED_OPENING, Conversation, LocalAgent
+from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.schema import Message
+
+from .conftest import WEATHER
+
+MAX_TOKENS = 24
+
+
+def _full_prefill_reply(agent: LocalAgent, conversation: Conversation) -> Message:
+    ledger = TokenLedger(agent.tokenizer, agent.chat_format)
+    ids = ledger.start(conversation.messages, conversation.tools)
+    return ledger.add_policy_turn(agent.generate([ids], MAX_TOKENS)[0])
+
+
+@pytest.mark.embedded
+def test_a_long_opening_is_computed_once_and_replies_match_a_full_prefill() -> None:
+    agent = LocalAgent("embedded", max_new_tokens=MAX_TOKENS)
+    policy = " ".join(
+        f"Rule {n}: a refund over {10 * n} dollars needs a manager's approval." for n in range(90)
+    )
+    system = Message(role="system", content=policy)
+    questions = ["What is the weather in Paris?", "Can I get a refund of 50 dollars?"]
+    long_opening = [
+        Conversation([system, Message(role="user", content=question)], [WEATHER])
+        for question in questions
+    ]
+    short_opening = Conversation(
+        [Message(role="system", content="Be brief."), Message(role="user", content=questions[0])],
+        [WEATHER],
+    )
+
+    replies = asyncio.run(agent.respond([*long_opening, short_opening]))
+
+    assert len(agent.openings) == 1  # both long conversations share one cached opening
+    for conversation, reply in zip([*long_opening, short_opening], replies, strict=True):
+        assert reply == _full_prefill_reply(agent, conversation)
+    assert replies[0].usage.prompt_tokens > MIN_CACHED_OPENING
+    assert replies[0] != replies[1]  # the questions differ, and so do the replies
+
+
+@pytest.mark.embedded
+def test_a_prefix_cache_serves_one_context_at_a_time() -> None:
+    agent = LocalAgent("embedded", max_new_tokens=4)
+    ledger = TokenLedger(agent.tokenizer, agent.chat_format)
+    ids = ledger.start(
+        [
+            Message(role="system", content="word " * MIN_CACHED_OPENING),
+            Message(role="user", content="hi"),
+        ],
+        [],
+    )
+    opening = agent.openings.opening(ids)
+    assert opening is not None and len(opening) < len(ids)
+    with pytest.raises(ValueError, match="batch of one"):
+        agent.generate([ids, ids], 4, prefix_cache=agent.openings.copy(opening))
