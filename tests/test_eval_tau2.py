@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,27 @@ async def test_bad_input_is_a_clear_error(
             FakeAgent(Message(role="assistant", content="x")), out=tmp_path, **arguments
         )
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_wall_time_counts_seconds_with_episodes_in_flight_across_resumed_sessions() -> None:
+    from tau2.data_model.simulation import SimulationRun, TerminationReason
+
+    def episode(start_s: int, end_s: int) -> SimulationRun:
+        day = datetime(2026, 1, 1)
+        return SimulationRun(
+            id=f"{start_s}-{end_s}",
+            task_id="0",
+            start_time=(day + timedelta(seconds=start_s)).isoformat(),
+            end_time=(day + timedelta(seconds=end_s)).isoformat(),
+            duration=end_s - start_s,
+            termination_reason=TerminationReason.USER_STOP,
+            messages=[],
+        )
+
+    # Two overlapping episodes in one session, then one in a session resumed an hour later.
+    runs = [episode(3600, 3630), episode(0, 10), episode(5, 20)]
+    assert tau2.busy_seconds(runs) == 50.0
+    assert tau2.busy_seconds([]) == 0.0
 
 
 def test_pass_hat_k_is_the_unbiased_estimator() -> None:

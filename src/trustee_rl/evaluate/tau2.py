@@ -32,9 +32,11 @@ import threading
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -507,12 +509,6 @@ def _run_episode(
     return simulation
 
 
-@dataclass
-class _Tally:
-    unscored: int = 0
-    wall_s: float = 0.0
-
-
 class _Run:
     def __init__(
         self,
@@ -535,11 +531,10 @@ class _Run:
         self.max_steps = max_steps
         self.trials = trials
         self.seeds = trial_seeds(trials)
-        self.tallies: dict[str, _Tally] = {}
+        self.unscored: Counter[str] = Counter()  # per domain, this run
         self.simulations: dict[str, list[SimulationRun]] = {}  # scored, once figures() has run
 
     async def domain(self, domain: str, tasks: list[Tau2Task]) -> None:
-        tally = self.tallies.setdefault(domain, _Tally())
         todo: list[tuple[Tau2Task, int]] = []
         for trial in range(self.trials):
             for task in tasks:
@@ -582,7 +577,6 @@ class _Run:
                     raise
                 self._record(domain, task, trial, outcome)
 
-        start = time.perf_counter()
         try:
             results = await asyncio.gather(
                 *(episode(task, trial) for task, trial in todo), return_exceptions=True
@@ -590,7 +584,6 @@ class _Run:
         finally:
             abort.set()  # lets threads still waiting on the agent give up if we were cancelled
             executor.shutdown(wait=False, cancel_futures=True)
-            tally.wall_s += time.perf_counter() - start
         errors = [result for result in results if isinstance(result, BaseException)]
         real = [error for error in errors if not isinstance(error, _Aborted)]
         if errors:
@@ -616,7 +609,7 @@ class _Run:
         self, domain: str, task: Tau2Task, trial: int, outcome: SimulationRun | _Unscored
     ) -> None:
         if isinstance(outcome, _Unscored):
-            self.tallies[domain].unscored += 1
+            self.unscored[domain] += 1
             _log.warning(
                 "tau2 %s task %s trial %d unscored: %s", domain, task.id, trial, outcome.reason
             )
@@ -659,12 +652,11 @@ class _Run:
                 values = [pass_hat_k(n, c, k) for n, c in outcomes if n >= k]
                 if values:
                     scores[f"{domain} pass^{k}"] = sum(values) / len(values)
-            tally = self.tallies.get(domain, _Tally())
             counts[f"{domain} tasks"] = len(domain_tasks)
             counts[f"{domain} episodes"] = sum(n for n, _ in outcomes)
             counts[f"{domain} passed"] = sum(c for _, c in outcomes)
-            counts[f"{domain} unscored"] = tally.unscored
-            wall_s[domain] = round(tally.wall_s, 3)
+            counts[f"{domain} unscored"] = self.unscored[domain]
+            wall_s[domain] = round(busy_seconds(simulations), 3)
             self.simulations[domain] = simulations
         return {
             "scores": scores,
@@ -675,6 +667,26 @@ class _Run:
             "user_simulator": self.user.label,
             "max_steps": self.max_steps,
         }
+
+
+def busy_seconds(simulations: Sequence[SimulationRun]) -> float:
+    """Seconds during which at least one of the episodes was running: the wall time they took,
+    counted the same whether they ran in one session or in several resumed ones."""
+    spans = sorted(
+        (datetime.fromisoformat(run.start_time), datetime.fromisoformat(run.end_time))
+        for run in simulations
+    )
+    if not spans:
+        return 0.0
+    total = 0.0
+    busy_from, busy_until = spans[0]
+    for start, end in spans[1:]:
+        if start > busy_until:
+            total += (busy_until - busy_from).total_seconds()
+            busy_from, busy_until = start, end
+        else:
+            busy_until = max(busy_until, end)
+    return total + (busy_until - busy_from).total_seconds()
 
 
 def _write_tau2_results(
@@ -710,8 +722,7 @@ def _write_tau2_results(
 def _merged_with_earlier(
     out: Path, model: str, figures: dict[str, Any], domains: list[str]
 ) -> dict[str, Any]:
-    """Keep the figures of domains an earlier run into `out` measured and this one did not, and
-    add this run's seconds to the earlier runs' (a resumed run's wall_s covers all its sessions)."""
+    """Keep the figures of domains an earlier run into `out` measured and this one did not."""
     summary = read_summary(out)
     earlier = (
         summary.get("benchmarks", {}).get(BENCHMARK) if summary.get("model") == model else None
@@ -719,17 +730,13 @@ def _merged_with_earlier(
     if not isinstance(earlier, dict):
         return figures
     merged = dict(figures)
-    for part in ("scores", "counts"):
+    for part in ("scores", "counts", "wall_s"):
         kept = {
             key: value
             for key, value in (earlier.get(part) or {}).items()
             if key.split(" ")[0] not in domains
         }
         merged[part] = {**kept, **figures[part]}
-    wall_s = dict(earlier.get("wall_s") or {})
-    for domain, seconds in figures["wall_s"].items():
-        wall_s[domain] = round(float(wall_s.get(domain, 0.0)) + seconds, 3)
-    merged["wall_s"] = wall_s
     return merged
 
 
