@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
-from tau2.registry import registry
-
 from trustee_rl.evaluate.agent import LocalAgent
-from trustee_rl.evaluate.tau2 import tau2_tools_as_ours
+from trustee_rl.evaluate.tau2 import tau2_tools_as_ours  # first: it quiets tau2's logging
 from trustee_rl.policy.ledger import TokenLedger
 from trustee_rl.schema import Message
 
@@ -29,6 +26,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
+    from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
+    from tau2.registry import registry
 
     agent = LocalAgent("embedded", max_new_tokens=args.max_tokens)
     environment = registry.get_env_constructor(args.domain)()
