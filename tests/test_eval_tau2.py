@@ -200,7 +200,9 @@ async def test_an_episode_cut_at_max_steps_scores_zero_and_its_dir_keeps_that_li
         )
         assert figures["scores"] == {"airline pass^1": 0.0}
         assert figures["max_steps"] == 4
-        hit = ResultCache(tmp_path).get("fake", "tau2", "airline", "0", 0)
+        cache = ResultCache(tmp_path)
+        hit = cache.get("fake", "tau2", "airline", "0", 0)
+        cache.close()
         assert hit is not None and hit[1]["termination"] == "max_steps"
         assert agent.turns == 2  # greeting, user, agent, user, agent: 4 steps after the greeting
         with pytest.raises(ValueError, match="max steps 4, not 6"):

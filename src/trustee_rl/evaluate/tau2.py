@@ -531,6 +531,8 @@ class _Run:
         self.max_steps = max_steps
         self.trials = trials
         self.seeds = trial_seeds(trials)
+        # Stored with every episode: a dir's episodes must all have been run alike.
+        self.settings = {"user_simulator": user.label, "max_steps": max_steps}
         self.unscored: Counter[str] = Counter()  # per domain, this run
         self.simulations: dict[str, list[SimulationRun]] = {}  # scored, once figures() has run
 
@@ -591,18 +593,12 @@ class _Run:
 
     def _cached(self, domain: str, task_id: str, trial: int) -> tuple[float, dict[str, Any]] | None:
         hit = self.cache.get(self.agent.name, BENCHMARK, domain, task_id, trial)
-        if hit is None:
-            return None
-        if hit[1].get("user") != self.user.label:
-            raise ValueError(
-                f"cached tau2 {domain} task {task_id} trial {trial} was run with user simulator"
-                f" {hit[1].get('user')!r}, not {self.user.label!r}: use another --out"
-            )
-        if hit[1].get("max_steps") != self.max_steps:
-            raise ValueError(
-                f"cached tau2 {domain} task {task_id} trial {trial} was run with max steps"
-                f" {hit[1].get('max_steps')}, not {self.max_steps}: use another --out"
-            )
+        for key, value in self.settings.items():
+            if hit is not None and hit[1].get(key) != value:
+                raise ValueError(
+                    f"cached tau2 {domain} task {task_id} trial {trial} was run with"
+                    f" {key.replace('_', ' ')} {hit[1].get(key)!r}, not {value!r}: use another --out"
+                )
         return hit
 
     def _record(
@@ -618,8 +614,7 @@ class _Run:
             record = {
                 "reward": reward,
                 "termination": outcome.termination_reason.value,
-                "user": self.user.label,
-                "max_steps": self.max_steps,
+                **self.settings,
                 "wall_s": outcome.duration,
                 "simulation": outcome.model_dump(mode="json"),
             }
