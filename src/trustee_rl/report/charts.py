@@ -1,15 +1,15 @@
-"""Inline SVG line charts and small visual primitives for the HTML run report.
+"""Line charts for the report, as geometry: `templates/chart.html.j2` turns a `Chart` into SVG.
 
-Everything returned here is markup to paste into the page as is: no scripts, no external assets.
-All text that reaches the markup passes through `html.escape`.
+Everything here is numbers and plain strings; the template escapes the strings, so a metric name
+from the store can never become markup.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from html import escape
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 PALETTE = ("#2f6fde", "#d9822b", "#1a7f37", "#8250df", "#cf222e", "#0a8a8a")
 
@@ -22,13 +22,15 @@ X_INSET = 8
 MAX_TOOLTIPS = 150
 _LEGEND_CHAR_W = 6.3
 
+Point = tuple[float, float | None]
+
 
 @dataclass(frozen=True)
 class Series:
     """One named line (or scatter, with `line=False`). Points with a None/NaN y are skipped."""
 
     name: str
-    points: Sequence[tuple[float, float | None]]
+    points: Sequence[Point]
     color: str
     line: bool = True
     markers: bool = True
@@ -39,6 +41,61 @@ class Series:
             for x, y in self.points
             if y is not None and math.isfinite(x) and math.isfinite(y)
         ]
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Dot:
+    x: float
+    y: float
+    tip: str
+
+
+@dataclass(frozen=True)
+class DrawnSeries:
+    """A series in SVG coordinates: a polyline, circles with tooltips, or (when there are many
+    points) one path of zero-length segments with round caps, which keeps a big scatter small."""
+
+    name: str
+    color: str
+    polyline: str | None
+    dots: list[Dot]
+    radius: float
+    scatter: str | None
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    name: str
+    color: str
+    swatch_x: float
+    swatch_end: float
+    text_x: float
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Everything `chart.html.j2` draws. An empty `series` draws "no data"."""
+
+    width: ClassVar[int] = WIDTH
+    height: ClassVar[int] = HEIGHT
+    left: ClassVar[int] = LEFT
+    right_edge: ClassVar[int] = WIDTH - RIGHT
+    top: ClassVar[int] = TOP
+    base: ClassVar[int] = HEIGHT - BOTTOM
+
+    title: str
+    x_label: str
+    y_label: str
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    series: list[DrawnSeries] = field(default_factory=list)
+    legend: list[LegendEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -112,99 +169,66 @@ def line_chart(
     x_label: str,
     y_label: str = "",
     integer_x: bool = True,
-) -> str:
-    """An SVG line chart with a title, axes, ticks, grid lines, axis labels and a legend."""
+) -> Chart:
+    """A line chart with a title, axes, ticks, grid lines, axis labels and a legend."""
     drawn = [(item, item.finite()) for item in series]
     points = [point for _, finite in drawn for point in finite]
-    head = (
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"'
-        f' aria-label="{escape(title)}"><title>{escape(title)}</title>'
-        f'<text class="chart-title" x="{LEFT}" y="18">{escape(title)}</text>'
-    )
     if not points:
-        empty = f'<text class="chart-empty" x="{WIDTH / 2}" y="{HEIGHT / 2}">no data</text>'
-        return head + empty + "</svg>"
+        return Chart(title=title, x_label=x_label, y_label=y_label)
     frame = _Frame.fit(points, integer_x)
-    body = [_axes(frame, x_label, y_label)]
-    for item, finite in drawn:
-        body.append(_series(frame, item, finite))
-    body.append(_legend([item for item, _ in drawn]))
-    return head + "".join(body) + "</svg>"
-
-
-def _axes(frame: _Frame, x_label: str, y_label: str) -> str:
-    parts = []
     y_step = frame.y_ticks[1] - frame.y_ticks[0]
-    for tick in frame.y_ticks:
-        y = frame.y(tick)
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text class="tick" x="{LEFT - 6}" y="{y + 3.5:.1f}" text-anchor="end">'
-            f"{format_number(tick, y_step)}</text>"
-        )
-    base = HEIGHT - BOTTOM
-    for tick in frame.x_ticks:
-        x = frame.x(tick)
-        parts.append(
-            f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}"/>'
-            f'<text class="tick" x="{x:.1f}" y="{base + 16}" text-anchor="middle">'
-            f"{format_number(tick, frame.x_step)}</text>"
-        )
-    parts.append(
-        f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base}" y2="{base}"/>'
-        f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{base}"/>'
-        f'<text class="axis-label" x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 6}"'
-        f' text-anchor="middle">{escape(x_label)}</text>'
+    return Chart(
+        title=title,
+        x_label=x_label,
+        y_label=y_label,
+        x_ticks=[Tick(_at(frame.x(t)), format_number(t, frame.x_step)) for t in frame.x_ticks],
+        y_ticks=[Tick(_at(frame.y(t)), format_number(t, y_step)) for t in frame.y_ticks],
+        series=[_draw(frame, item, finite) for item, finite in drawn],
+        legend=_legend([item for item, _ in drawn]),
     )
-    if y_label:
-        middle = (TOP + base) / 2
-        parts.append(
-            f'<text class="axis-label" transform="translate(13 {middle}) rotate(-90)"'
-            f' text-anchor="middle">{escape(y_label)}</text>'
-        )
-    return "".join(parts)
 
 
-def _series(frame: _Frame, item: Series, points: list[tuple[float, float]]) -> str:
+def _at(coordinate: float) -> float:
+    """A coordinate as drawn: tenths of a unit are finer than any screen shows."""
+    return round(coordinate, 1)
+
+
+def _draw(frame: _Frame, item: Series, points: list[tuple[float, float]]) -> DrawnSeries:
     coords = [(frame.x(x), frame.y(y)) for x, y in points]
-    parts = []
+    polyline = None
     if item.line and len(coords) > 1:
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-        parts.append(f'<polyline class="line" points="{path}" stroke="{item.color}"/>')
+        polyline = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+    dots: list[Dot] = []
+    scatter = None
     if item.markers and len(coords) <= MAX_TOOLTIPS:
-        radius = 2.8 if len(coords) <= 40 else 1.8
-        for (x, y), (px, py) in zip(points, coords, strict=True):
-            parts.append(
-                f'<circle class="dot" cx="{px:.1f}" cy="{py:.1f}" r="{radius}" fill="{item.color}">'
-                f"<title>{escape(item.name)} at {format_number(x)}: {format_number(y)}</title>"
-                "</circle>"
-            )
+        dots = [
+            Dot(_at(px), _at(py), f"{item.name} at {format_number(x)}: {format_number(y)}")
+            for (x, y), (px, py) in zip(points, coords, strict=True)
+        ]
     elif item.markers:
-        # One path of zero-length segments with round caps: a scatter of many points stays small.
-        dots = "".join(f"M{px:.1f} {py:.1f}h0" for px, py in coords)
-        parts.append(f'<path class="dots" d="{dots}" stroke="{item.color}"/>')
-    return "".join(parts)
+        scatter = "".join(f"M{px:.1f} {py:.1f}h0" for px, py in coords)
+    return DrawnSeries(
+        name=item.name,
+        color=item.color,
+        polyline=polyline,
+        dots=dots,
+        radius=2.8 if len(coords) <= 40 else 1.8,
+        scatter=scatter,
+    )
 
 
-def _legend(series: Sequence[Series]) -> str:
-    parts = []
+def _legend(series: Sequence[Series]) -> list[LegendEntry]:
+    """Entries right-aligned at the top, laid out from the last series leftwards."""
+    entries = []
     right: float = WIDTH - RIGHT
     for item in reversed(series):
         text_x = right - len(item.name) * _LEGEND_CHAR_W
         swatch_x = text_x - 20
-        parts.append(
-            f'<line x1="{swatch_x:.1f}" x2="{swatch_x + 14:.1f}" y1="14" y2="14"'
-            f' stroke="{item.color}" stroke-width="2.5"/>'
-            f'<text class="legend" x="{text_x:.1f}" y="18">{escape(item.name)}</text>'
+        entries.append(
+            LegendEntry(item.name, item.color, _at(swatch_x), _at(swatch_x + 14), _at(text_x))
         )
         right = swatch_x - 12
-    return "".join(parts)
-
-
-def bar(fraction: float, color: str = PALETTE[0]) -> str:
-    """A small horizontal bar filled to `fraction` (clamped to [0, 1])."""
-    width = 100 * min(1.0, max(0.0, fraction))
-    return f'<span class="bar"><span style="width:{width:.1f}%;background:{color}"></span></span>'
+    return entries
 
 
 def rate_color(rate: float) -> str:
