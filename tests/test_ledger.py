@@ -218,27 +218,6 @@ def test_truncated_turn_gets_the_end_token_with_mask_one(
     )
 
 
-def test_prefill_tokens_are_part_of_the_turn_but_masked_out(
-    tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat
-) -> None:
-    ledger = TokenLedger(tokenizer, chat_format)
-    ledger.start(CONVERSATION[:2], TOOLS)
-    forced = ledger.add_prefill("<tool_call>\n")
-    sampled = chat_format.encode(
-        '{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-    )
-    reply = ledger.add_policy_turn([*sampled, chat_format.end_of_turn_id])
-
-    prefill_length = len(chat_format.encode("<tool_call>\n"))
-    assert forced == ledger.prompt_ids + ledger.completion_ids[:prefill_length]
-    assert ledger.completion_mask == [0] * prefill_length + [1] * (len(sampled) + 1)
-    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("get_weather", {"city": "Oslo"})]
-    conversation = [*CONVERSATION[:2], Message(role="assistant", tool_calls=[call("Oslo")])]
-    assert ledger.context_ids + tokenizer.encode("\n") == golden_ids(
-        tokenizer, chat_format, conversation
-    )
-
-
 def test_a_template_that_breaks_the_prefix_property_fails_loudly(
     tokenizer: PreTrainedTokenizerBase,
 ) -> None:

@@ -298,6 +298,11 @@ class Verdict(Record):
     judge_model: str
     prompt_version: str
 
+    @property
+    def succeeded(self) -> bool:
+        """The one definition of success everywhere: judged, and given the top reward."""
+        return self.scored and self.reward is not None and self.reward >= 1.0
+
     @classmethod
     def unscored(
         cls, episode_id: str, reason: str, judge_model: str, prompt_version: str
@@ -309,3 +314,27 @@ class Verdict(Record):
             judge_model=judge_model,
             prompt_version=prompt_version,
         )
+
+
+class HeldoutScores(Record):
+    """A policy's first replies to the held-out tasks, graded by rules alone."""
+
+    tasks: int
+    any_call: float = Field(description="replies that attempt at least one call")
+    valid_call: float = Field(
+        description="replies whose calls all parse, name offered tools, fit their schemas"
+    )
+    right_tool: float = Field(description="replies whose first call names an expected tool")
+    argument_accuracy: float = Field(description="mean share of expected argument values got right")
+
+
+StageName = Literal["base", "warm_start", "grpo"]
+
+
+class StageRecord(Record):
+    """One finished training stage: the held-out scores of the policy it left, and what it did."""
+
+    name: StageName
+    scores: HeldoutScores | None = None
+    training: dict[str, float] = Field(default_factory=dict)
+    wall_s: float = 0.0

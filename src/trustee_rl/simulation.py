@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
 from trustee_rl.environment import Environment
-from trustee_rl.episode import run_episode
 from trustee_rl.lm import open_lm
-from trustee_rl.policy.lm_policy import LMPolicy, Policy
-from trustee_rl.schema import Episode, SimCall, Verdict
-from trustee_rl.seeding import derive_rng, derive_seed
+from trustee_rl.policy.base import Policy
+from trustee_rl.policy.factory import open_policy
+from trustee_rl.runner import SIMULATION, EpisodeRunner, TaskSource, advance_curriculum
+from trustee_rl.schema import Episode, Verdict
+from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.sim.judge import JudgeConfig
-from trustee_rl.sim.structured import SimulatorError
 from trustee_rl.sim.taskgen import TaskGenConfig
 from trustee_rl.store import RunStore
 
@@ -73,54 +73,18 @@ class World:
     def open(cls, config: SimulateConfig) -> World:
         catalog = load_catalog(Path(config.catalog) if config.catalog else None)
         simulator = open_lm(config.simulator, config.simulator_model)
-        policy_lm = open_lm(config.policy, config.policy_model)
-        policy = LMPolicy(
-            policy_lm, max_tokens=config.policy_max_tokens, temperature=config.policy_temperature
+        policy = open_policy(
+            config.policy,
+            model_name=config.policy_model,
+            max_new_tokens=config.policy_max_tokens,
+            temperature=config.policy_temperature,
         )
         environment = Environment(simulator, catalog, config.judge, config.taskgen)
         return cls(environment=environment, policy=policy, config=config)
 
     async def close(self) -> None:
-        simulator = self.environment.simulator
-        await simulator.aclose()
-        if isinstance(self.policy, LMPolicy) and self.policy.lm is not simulator:
-            await self.policy.lm.aclose()
-
-
-async def simulate_one(
-    world: World, curriculum: Curriculum, index: int, store: RunStore
-) -> tuple[Episode, Verdict]:
-    config = world.config
-    task_seed = derive_seed(config.seed, "task", index)
-    episode_seed = derive_seed(config.seed, "episode", index)
-    difficulty = curriculum.sample(derive_rng(config.seed, "difficulty", index))
-    environment = world.environment
-    log: list[SimCall] = []
-    try:
-        task = await environment.task(difficulty, task_seed, log)
-    except SimulatorError as error:
-        episode = Episode(
-            id=f"ep_{episode_seed:08x}_{index}",
-            task_id=f"task_{task_seed:08x}",
-            index=index,
-            seed=episode_seed,
-            policy_model=world.policy.model,
-            sim_calls=log,
-            status="failed",
-            end_reason=f"task generation failed: {error}",
-        )
-        judge = environment.judge
-        verdict = Verdict.unscored(
-            episode.id, episode.end_reason or "", judge.model, judge.prompt_version
-        )
-        store.save_episode(episode, verdict)
-        return episode, verdict
-    store.save_task(task)
-    env = environment.episode(task, index=index, seed=episode_seed, policy_model=world.policy.model)
-    env.episode.sim_calls = log
-    episode, verdict = await run_episode(env, world.policy)
-    store.save_episode(episode, verdict)
-    return episode, verdict
+        await self.environment.simulator.aclose()
+        await self.policy.aclose()
 
 
 ProgressCallback = Callable[[Episode, Verdict], None]
@@ -132,19 +96,24 @@ async def run_simulation(
     world: World,
     on_episode: ProgressCallback | None = None,
 ) -> None:
-    """Run (or resume) every episode of the run that is not stored yet."""
+    """Run (or resume) every episode of the run that is not stored yet, in batches; the
+    curriculum moves after each batch and its state is stored under the batch number."""
     store.discard_incomplete()
     saved = dict(store.curriculum_states())
     done = store.completed_indices()
     curriculum = Curriculum(config.curriculum)
+    tasks = TaskSource(world.environment, curriculum, config.seed, SIMULATION)
+    runner = EpisodeRunner(world.environment, world.policy, store)
     limiter = asyncio.Semaphore(config.concurrency)
 
-    async def one(index: int) -> tuple[Episode, Verdict]:
+    async def one(index: int) -> None:
         async with limiter:
-            episode, verdict = await simulate_one(world, curriculum, index, store)
+            drawn = await tasks.draw(index)
+            played = await runner.play(
+                drawn, index=index, seed=derive_seed(config.seed, "episode", index)
+            )
         if on_episode:
-            on_episode(episode, verdict)
-        return episode, verdict
+            on_episode(played.episode, played.verdict)
 
     for batch in range(-(-config.episodes // config.batch_size)):
         indices = range(
@@ -163,24 +132,20 @@ async def run_simulation(
         )
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in missing))
-        rewards = []
-        for index in indices:
+        judged = []
+        for index in indices:  # from the store, so episodes of an earlier session count too
             stored = store.episode(index)
             verdict = store.verdict(stored.id) if stored else None
-            if stored and verdict and verdict.scored and verdict.reward is not None:
-                task = store.task(stored.task_id)
-                curriculum.record(task.difficulty, verdict.reward, verdict.reward > 0)
-                rewards.append(verdict.reward)
+            if stored and verdict and verdict.scored:
+                judged.append((store.task(stored.task_id), verdict))
         level_before = curriculum.level
-        curriculum.update(rewards)
-        store.save_curriculum(batch, curriculum.state.model_dump())
+        rewards = advance_curriculum(curriculum, batch, judged, store)
         saved[batch] = curriculum.state.model_dump()
         store.log_metrics(
             batch,
             {
-                "mean_reward": sum(rewards) / len(rewards)
-                if rewards
-                else float("nan"),  # stored as NULL
+                # NaN is stored as NULL
+                "mean_reward": sum(rewards) / len(rewards) if rewards else float("nan"),
                 "scored": float(len(rewards)),
                 "difficulty": level_before,
                 "batch_wall_s": time.perf_counter() - started,

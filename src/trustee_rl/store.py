@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from trustee_rl.schema import Episode, Task, Verdict
+from trustee_rl.schema import Episode, StageRecord, Task, Verdict
 
 STORE_FILE = "run.sqlite"
 
@@ -45,6 +45,14 @@ MIGRATIONS: list[str] = [
     -- value is nullable because SQLite stores NaN as NULL.
     CREATE TABLE metrics (
         step INTEGER NOT NULL, name TEXT NOT NULL, value REAL, PRIMARY KEY (step, name)
+    );
+    """,
+    """
+    -- Tasks frozen before training to score every stage on; position keeps their order.
+    CREATE TABLE heldout_tasks (position INTEGER PRIMARY KEY, json TEXT NOT NULL);
+    -- One row per finished training stage (base, warm_start, grpo): its held-out scores.
+    CREATE TABLE stages (
+        name TEXT PRIMARY KEY, position INTEGER NOT NULL, json TEXT NOT NULL
     );
     """,
 ]
@@ -115,6 +123,14 @@ _EXPORTS: dict[str, _Export] = {
         "SELECT step, json FROM curriculum ORDER BY step",
         {"step": "int64", "json": "string"},
     ),
+    "heldout_tasks": _Export(
+        "SELECT position, json FROM heldout_tasks ORDER BY position",
+        {"position": "int64", "json": "string"},
+    ),
+    "stages": _Export(
+        "SELECT name, position, json FROM stages ORDER BY position",
+        {"name": "string", "position": "int64", "json": "string"},
+    ),
 }
 
 
@@ -143,11 +159,15 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, run_dir: Path) -> RunStore:
+    def open(cls, run_dir: Path, *, readonly: bool = False) -> RunStore:
+        """Open an existing run. A read-only store never writes the file: one written by an
+        older trustee-rl is migrated in a private in-memory copy instead."""
         path = _store_path(run_dir)
         if not path.is_file():
             raise StoreError(f"run dir {run_dir}: no {STORE_FILE} there")
         _check_is_store(run_dir, path)
+        if readonly:
+            return cls._connect_readonly(run_dir, path)
         return cls._connect(run_dir, path, "rw")
 
     @classmethod
@@ -182,6 +202,23 @@ class RunStore:
         except BaseException:
             conn.close()
             raise
+        return store
+
+    @classmethod
+    def _connect_readonly(cls, run_dir: Path, path: Path) -> RunStore:
+        try:
+            with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source:
+                current = source.execute("SELECT MAX(number) FROM _migrations").fetchone()[0]
+                if current == len(MIGRATIONS):
+                    return cls(
+                        run_dir, sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None)
+                    )
+                copy = sqlite3.connect(":memory:", isolation_level=None)
+                source.backup(copy)
+        except sqlite3.Error as error:
+            raise StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})") from error
+        store = cls(run_dir, copy)
+        store._migrate()
         return store
 
     def _configure(self) -> None:
@@ -278,15 +315,6 @@ class RunStore:
         if not isinstance(config, dict):
             raise StoreError(f"run dir {self.run_dir}: {STORE_FILE} holds no run config")
         return config
-
-    def set_meta(self, key: str, value: Any) -> None:
-        text = _dumps(value, f"meta {key!r}")
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, text),
-            )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -428,12 +456,6 @@ class RunStore:
         rows = self._conn.execute("SELECT step, json FROM curriculum ORDER BY step")
         return [(step, json.loads(text)) for step, text in rows]
 
-    def latest_curriculum(self) -> tuple[int, dict[str, Any]] | None:
-        row = self._conn.execute(
-            "SELECT step, json FROM curriculum ORDER BY step DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
-
     def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
         with self._write() as conn:
             conn.executemany(
@@ -445,6 +467,37 @@ class RunStore:
     def metrics(self) -> list[tuple[int, str, float]]:
         rows = self._conn.execute("SELECT step, name, value FROM metrics ORDER BY step, name")
         return [(step, name, math.nan if value is None else value) for step, name, value in rows]
+
+    # -- held-out tasks and training stages ----------------------------------------------------
+
+    def freeze_heldout_tasks(self, tasks: list[Task]) -> None:
+        """Store the run's held-out tasks, once: a second call with other tasks is refused."""
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM heldout_tasks LIMIT 1").fetchone() is not None:
+                raise StoreError(f"run dir {self.run_dir}: held-out tasks are frozen already")
+            conn.executemany(
+                "INSERT INTO heldout_tasks (position, json) VALUES (?, ?)",
+                [(position, task.model_dump_json()) for position, task in enumerate(tasks)],
+            )
+
+    def heldout_tasks(self) -> list[Task]:
+        rows = self._conn.execute("SELECT json FROM heldout_tasks ORDER BY position")
+        return [Task.model_validate_json(row[0]) for row in rows]
+
+    def save_stage(self, record: StageRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO stages (name, position, json) VALUES"
+                " (?, (SELECT COUNT(*) FROM stages), ?)"
+                " ON CONFLICT (name) DO UPDATE SET json = excluded.json",
+                (record.name, record.model_dump_json()),
+            )
+
+    def stages(self) -> dict[str, StageRecord]:
+        """Finished stages by name, in the order they finished."""
+        rows = self._conn.execute("SELECT json FROM stages ORDER BY position")
+        records = [StageRecord.model_validate_json(row[0]) for row in rows]
+        return {record.name: record for record in records}
 
     # -- reporting -------------------------------------------------------------------------------
 

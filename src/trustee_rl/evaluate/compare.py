@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trustee_rl.evaluate.results import SUMMARY_FILE, read_summary
-from trustee_rl.report_charts import PALETTE
+from trustee_rl.report.charts import PALETTE
 
 BENCHMARK_ORDER = ("sim", "bfcl", "tau2")
 

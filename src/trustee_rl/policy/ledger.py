@@ -10,8 +10,7 @@ loudly for a template that breaks it.
 Layout: `prompt_ids` is the opening conversation rendered once, up to and including the first
 assistant header; `completion_ids` is everything after, with `completion_mask` 1 exactly on
 sampled policy tokens and the end-of-turn token closing each policy turn, 0 on environment turns,
-role headers (the assistant's included), the newline after each end-of-turn, and forced (prefill)
-text. The ledger ends right after the last policy turn's end-of-turn token.
+role headers (the assistant's included) and the newline after each end-of-turn. The ledger ends right after the last policy turn's end-of-turn token.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ class TokenLedger:
         self._context_text = ""
         # The conversation rendered through the last policy turn, without a generation prompt.
         self._history_text = ""
-        self._turn_ids: list[int] = []  # forced (prefill) ids of the turn being generated
         self._started = False
         self._awaiting_policy = False
 
@@ -86,17 +84,6 @@ class TokenLedger:
         self._awaiting_policy = True
         return self.prompt_ids
 
-    def add_prefill(self, text: str) -> list[int]:
-        """Force `text` at the start of the policy's turn. Its tokens get mask 0, since the policy
-        did not sample them, but they are part of the turn's text. Returns the context ids."""
-        self._expect_policy()
-        if self._turn_ids:
-            raise RuntimeError("add_prefill() twice in one turn")
-        ids = self.chat_format.encode(text)
-        self._turn_ids = ids
-        self._append(ids, 0)
-        return self.context_ids
-
     def add_policy_turn(self, token_ids: Sequence[int]) -> Message:
         """Append the policy's sampled ids verbatim (mask 1) and return the reply they spell.
 
@@ -109,7 +96,7 @@ class TokenLedger:
         if end in sampled[:-1]:
             raise ValueError("end-of-turn id inside the turn: strip what follows it (padding?)")
         closed = bool(sampled) and sampled[-1] == end
-        spoken = self._turn_ids + (sampled[:-1] if closed else sampled)
+        spoken = sampled[:-1] if closed else sampled
         reply = self.chat_format.parse_reply(self.chat_format.decode(spoken))
         reply.usage = Usage(prompt_tokens=len(self.context_ids), completion_tokens=len(sampled))
         history = self.chat_format.render([*self._messages, reply], self._tools, False)
@@ -117,7 +104,6 @@ class TokenLedger:
         self._append(sampled if closed else [*sampled, end], 1)
         self._messages.append(reply)
         self._history_text = history
-        self._turn_ids = []
         self._awaiting_policy = False
         return reply
 

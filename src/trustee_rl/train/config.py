@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustee_rl.curriculum import CurriculumConfig
+from trustee_rl.settings import load_settings, mapping
 from trustee_rl.sim.judge import JudgeConfig
 from trustee_rl.sim.taskgen import TaskGenConfig
 
@@ -50,7 +51,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: str = Field(
-        default="embedded", description="'embedded' or a Hugging Face checkpoint directory"
+        default="embedded", description="'embedded', a Hugging Face checkpoint dir or a hub id"
     )
     chat_format: Literal["auto", "chatml-hermes", "qwen"] = "auto"
     simulator: str = "embedded"
@@ -67,9 +68,6 @@ class TrainConfig(BaseModel):
     max_turn_tokens: int = Field(default=96, ge=8, description="policy tokens per reply")
     max_episode_tokens: int = Field(default=384, ge=16, description="policy tokens per episode")
     temperature: float = 1.0
-    prefill: str | None = Field(
-        default=None, description="text forced at the start of each policy reply"
-    )
     gradient_checkpointing: bool = True
     micro_batch_size: int = Field(default=4, ge=1, description="episodes per forward/backward")
     bf16: bool = False
@@ -95,43 +93,11 @@ def preset(name: str) -> dict[str, Any]:
     text = (
         resources.files(__package__).joinpath("presets", f"{name}.yaml").read_text(encoding="utf-8")
     )
-    return _mapping(yaml.safe_load(text), f"preset {name}")
+    return mapping(yaml.safe_load(text), f"preset {name}")
 
 
 def load_train_config(
     preset_name: str = "cpu", config_file: Path | None = None, overrides: Sequence[str] = ()
 ) -> TrainConfig:
-    """Preset, then the config file, then `--set key=value` overrides (dotted keys, YAML values)."""
-    values = preset(preset_name)
-    if config_file is not None:
-        try:
-            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"config {config_file}: {' '.join(str(error).split())}") from error
-        _merge(values, _mapping(loaded or {}, f"config {config_file}"))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        nested: dict[str, Any] = {}
-        cursor = nested
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            cursor = cursor.setdefault(part, {})
-        cursor[leaf] = yaml.safe_load(raw)
-        _merge(values, nested)
-    return TrainConfig.model_validate(values)
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected a mapping of settings")
-    return value
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
+    """Preset, then the config file, then `--set key=value` overrides."""
+    return load_settings(TrainConfig, preset(preset_name), config_file, overrides)

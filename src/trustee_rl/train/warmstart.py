@@ -15,14 +15,15 @@ from typing import Any
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
+from trustee_rl.heldout import opening
 from trustee_rl.lm.base import LMError
 from trustee_rl.policy.chat import ChatFormat
 from trustee_rl.policy.hermes import to_text_messages
 from trustee_rl.policy.ledger import TokenLedger
-from trustee_rl.schema import Message, SimCall, Task, ToolCall
-from trustee_rl.seeding import derive_rng, derive_seed
+from trustee_rl.runner import DEMONSTRATION, TaskSource
+from trustee_rl.schema import Message, Task, ToolCall
+from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.judge import leaf_score
-from trustee_rl.sim.structured import SimulatorError
 from trustee_rl.sim.tools import call_error
 from trustee_rl.train.config import WarmStartConfig
 
@@ -58,27 +59,24 @@ async def collect_demonstrations(
 ) -> tuple[list[Demonstration], int]:
     """Accepted demonstrations and the number of tasks tried."""
     curriculum = Curriculum(CurriculumConfig(initial_level=level, mode="fixed"))
+    source = TaskSource(environment, curriculum, seed, DEMONSTRATION)
     demos: list[Demonstration] = []
     tried = 0
     while len(demos) < config.demos and tried < config.max_attempts:
         tried += 1
-        log: list[SimCall] = []
-        difficulty = curriculum.sample(derive_rng(seed, "demo-difficulty", tried))
+        task = (await source.draw(tried)).task
+        if task is None:
+            continue
         try:
-            task = await environment.task(difficulty, derive_seed(seed, "demo", tried), log)
-            messages = [
-                Message(role="system", content=task.system_prompt),
-                Message(role="user", content=task.initial_message),
-            ]
             completion = await environment.simulator.complete(
-                to_text_messages(messages, task.tools),
+                to_text_messages(opening(task), task.tools),
                 json_schema=call_schema(task),
                 max_tokens=192,
                 temperature=0.7,
                 seed=derive_seed(seed, "demo-call", tried),
             )
             value = json.loads(completion.text)
-        except (SimulatorError, LMError, json.JSONDecodeError):
+        except (LMError, json.JSONDecodeError):
             continue
         call = ToolCall(id="call_1_0", name=value["name"], arguments=value["arguments"])
         if accepted(task, call):
@@ -91,15 +89,8 @@ def tokenize_demonstration(
 ) -> dict[str, list[int]]:
     """input_ids with assistant_masks = 1 exactly on the policy's reply, built by the same ledger
     as RL rollouts, so the warm start trains the tokens RL will sample."""
-    task = demo.task
     ledger = TokenLedger(tokenizer, chat_format)
-    ledger.start(
-        [
-            Message(role="system", content=task.system_prompt),
-            Message(role="user", content=task.initial_message),
-        ],
-        task.tools,
-    )
+    ledger.start(opening(demo.task), demo.task.tools)
     ledger.add_policy_turn(chat_format.reply_ids(Message(role="assistant", tool_calls=[demo.call])))
     return {
         "input_ids": ledger.prompt_ids + ledger.completion_ids,

@@ -1,0 +1,25 @@
+"""The `trustee` command line, split by command group. Heavy modules are imported inside commands
+so `--help` is instant."""
+
+from __future__ import annotations
+
+import typer
+
+from trustee_rl.cli import runs, simulate, train
+from trustee_rl.evaluate.commands import eval_app
+
+app = typer.Typer(
+    name="trustee",
+    help="Train tool-calling agents with RL in environments a free open model simulates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(simulate.simulate)
+app.command()(train.train)
+app.command()(runs.export)
+app.command()(runs.report)
+app.add_typer(eval_app, name="eval")
+
+
+def main() -> None:
+    app(prog_name="trustee")

@@ -1,0 +1,3 @@
+from trustee_rl.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""`trustee train`: GRPO in simulated environments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
+
+
+def train(
+    run_dir: Annotated[
+        Path, typer.Option(help="where checkpoints, metrics and the run store go")
+    ] = Path("runs/train"),
+    preset: Annotated[
+        str, typer.Option(help="'cpu' (laptop, embedded models) or 'paper' (TRUSTEE on GPUs)")
+    ] = "cpu",
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of settings on top of the preset")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override one setting, e.g. --set steps=5 (repeatable)"),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue the run in --run-dir from its last checkpoint")
+    ] = False,
+) -> None:
+    """Train a tool-calling policy with GRPO in simulated environments."""
+    local_runtime()
+    from trustee_rl.store import STORE_FILE
+    from trustee_rl.train.config import TrainingRefused, load_train_config
+
+    try:
+        settings = load_train_config(preset, config, overrides or [])
+        exists = (run_dir / STORE_FILE).exists()
+        if exists and not resume:
+            fail(
+                f"run dir {run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir"
+            )
+        if resume and not exists:
+            fail(f"run dir {run_dir} holds no run to resume")
+        from trustee_rl.train.grpo import Training
+
+        stages = Training(settings, run_dir, report=lambda line: typer.echo(line, err=True)).run()
+    except TrainingRefused as error:
+        fail(one_line(error))
+    except known_errors() as error:
+        fail(one_line(error))
+    _print_stages(stages, run_dir)
+
+
+def _print_stages(stages: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"held-out first replies ({run_dir})")
+    columns = ("any_call", "valid_call", "right_tool", "argument_accuracy")
+    table.add_column("stage")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for name, stage in stages.items():
+        if stage.scores is not None:
+            table.add_row(name, *(f"{getattr(stage.scores, c):.1%}" for c in columns))
+    Console().print(table)
+    typer.echo(f"final checkpoint: {run_dir / 'final'}")

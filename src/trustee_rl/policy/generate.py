@@ -1,0 +1,117 @@
+"""Batched generation from a causal LM on token ids, and the KV caches of long openings.
+
+Kept apart from the policy so that code which only needs token-in/token-out generation (a
+trainer's rollout, a benchmark) shares exactly one implementation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# An opening message at least this long (tau2's policy and tools: about 5,000 tokens) is worth
+# keeping the model's KV cache of. Shorter openings are cheap to recompute, and the conversations
+# that have them are better generated in one batch.
+MIN_CACHED_OPENING = 1024
+CACHED_OPENINGS = 4
+
+
+@dataclass
+class Generator:
+    """Batched sampling from a causal LM on token ids; each row stops at an end-of-turn token."""
+
+    model: Any
+    pad_id: int
+    stop_ids: list[int]
+    temperature: float
+
+    @torch.no_grad()
+    def __call__(
+        self, contexts: list[list[int]], max_new_tokens: int, prefix_cache: Any = None
+    ) -> list[list[int]]:
+        """`prefix_cache`: the model's KV cache of an opening the context starts with (a batch of
+        one), so only what follows the opening is computed; generation extends it in place."""
+        if prefix_cache is not None and len(contexts) != 1:
+            raise ValueError("a prefix cache serves a batch of one context")
+        width = max(len(ids) for ids in contexts)
+        input_ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(contexts), width), dtype=torch.long)
+        for row, ids in enumerate(contexts):  # left padding keeps every row's last token aligned
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new_tokens,
+                do_sample=self.temperature > 0,
+                temperature=self.temperature if self.temperature > 0 else None,
+                top_p=1.0,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.pad_id,
+                use_cache=True,
+                past_key_values=prefix_cache,
+            )
+        finally:
+            self.model.train(was_training)
+        return [self._trim(row[width:].tolist()) for row in output]
+
+    def _trim(self, ids: list[int]) -> list[int]:
+        for position, token in enumerate(ids):
+            if token in self.stop_ids:
+                return ids[: position + 1]
+        return ids
+
+
+class OpeningCache:
+    """The model's KV caches of long conversation openings, the first message through its
+    end-of-turn token (a system prompt with its tools).
+
+    A benchmark like tau2 starts every turn of every episode of a domain with the same 5,000-token
+    opening; recomputing it each turn would cost most of the CPU time of a turn. A conversation
+    whose opening is cached is generated alone, from a copy of the cache: long openings make a CPU
+    generation compute-bound, so batching such conversations gains nothing.
+    """
+
+    def __init__(self, model: Any, end_of_turn_id: int, capacity: int = CACHED_OPENINGS) -> None:
+        self.model = model
+        self.end_of_turn_id = end_of_turn_id
+        self.capacity = capacity
+        self._caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._caches)
+
+    def opening(self, context: list[int]) -> tuple[int, ...] | None:
+        """`context`'s opening, or None when it is short or is all there is."""
+        try:
+            length = context.index(self.end_of_turn_id) + 1
+        except ValueError:
+            return None
+        if length < MIN_CACHED_OPENING or length >= len(context):
+            return None
+        return tuple(context[:length])
+
+    def copy(self, opening: tuple[int, ...]) -> Any:
+        """A copy of the opening's KV cache (computed the first time), for one generation to
+        extend."""
+        if opening not in self._caches:
+            self._caches[opening] = self._compute(list(opening))
+            while len(self._caches) > self.capacity:
+                self._caches.popitem(last=False)
+        self._caches.move_to_end(opening)
+        return copy.deepcopy(self._caches[opening])
+
+    def _compute(self, opening: list[int]) -> Any:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.no_grad():
+            self.model(input_ids=torch.tensor([opening]), past_key_values=cache, use_cache=True)
+        return cache

@@ -1,0 +1,285 @@
+"""GRPO in simulated environments with TRL: the engine behind `trustee train`.
+
+Stages, each recorded in the run store so a killed run resumes where it stopped:
+  held-out tasks (frozen) -> base scores -> warm start (optional) -> its scores -> GRPO -> final scores.
+TRL does the optimisation; the runner plays GRPO groups through the environment core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
+from trustee_rl.environment import Environment
+from trustee_rl.heldout import score_first_replies
+from trustee_rl.lm import open_lm
+from trustee_rl.lm.cache import CachedLM
+from trustee_rl.policy.factory import open_transformers_policy
+from trustee_rl.policy.model import save_policy
+from trustee_rl.policy.transformers import TransformersPolicy
+from trustee_rl.runner import HELDOUT, TRAINING, EpisodeRunner, TaskSource
+from trustee_rl.schema import HeldoutScores, StageName, StageRecord, Task
+from trustee_rl.sim.catalog import load_catalog
+from trustee_rl.store import RunStore
+from trustee_rl.train.config import TrainConfig, TrainingRefused
+from trustee_rl.train.steps import StepContext, StepRecorder
+from trustee_rl.train.warmstart import (
+    collect_demonstrations,
+    has_cuda,
+    supervised_pass,
+    tokenize_demonstration,
+)
+
+RESUME_KEYS = (
+    "seed",
+    "policy",
+    "simulator",
+    "catalog",
+    "steps",
+    "tasks_per_step",
+    "group_size",
+    "curriculum",
+    "judge",
+    "taskgen",
+    "warm_start",
+    "eval",
+)
+
+Reporter = Callable[[str], None]
+
+
+class Training:
+    def __init__(self, config: TrainConfig, run_dir: Path, report: Reporter = print) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.report = report
+        self.loop = asyncio.new_event_loop()
+        catalog = load_catalog(Path(config.catalog) if config.catalog else None)
+        self.train_catalog, self.heldout_catalog = catalog.split(
+            config.eval.holdout_fraction, config.seed
+        )
+        self.simulator = CachedLM(open_lm(config.simulator, config.simulator_model))
+        self.environment = Environment(
+            self.simulator, self.train_catalog, config.judge, config.taskgen
+        )
+        self.store, self.resumed = RunStore.open_or_create(
+            run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS
+        )
+
+    def run(self) -> dict[str, StageRecord]:
+        try:
+            self._run()
+            return self.store.stages()
+        finally:
+            self.loop.run_until_complete(self.simulator.aclose())
+            self.loop.close()
+            self.store.close()
+
+    def _run(self) -> None:
+        config = self.config
+        heldout = self._heldout_tasks()
+        policy = open_transformers_policy(
+            config.policy,
+            chat_format=config.chat_format,
+            max_new_tokens=config.max_turn_tokens,
+            temperature=config.temperature,
+            batch_size=config.tasks_per_step * config.group_size,
+        )
+        stages = self.store.stages()
+        if "base" not in stages:
+            self._score("base", heldout, policy)
+        warm_dir = self.run_dir / "warm_start"
+        if config.warm_start.enabled:
+            warm = stages.get("warm_start")
+            if warm is None:
+                self._warm_start(policy, warm_dir)
+            elif not self._grpo_checkpoints():  # GRPO starts again from the warm-started weights
+                policy = open_transformers_policy(
+                    str(warm_dir),
+                    chat_format=config.chat_format,
+                    max_new_tokens=config.max_turn_tokens,
+                    temperature=config.temperature,
+                    batch_size=config.tasks_per_step * config.group_size,
+                )
+            if warm is None or warm.scores is None:
+                self._score("warm_start", heldout, policy)
+        self._grpo(policy)
+        save_policy(policy.model, policy.tokenizer, self.run_dir / "final")
+        self._score("grpo", heldout, policy)
+
+    # -- held-out evaluation -----------------------------------------------------------------
+    def _heldout_tasks(self) -> list[Task]:
+        frozen = self.store.heldout_tasks()
+        if frozen or self.config.eval.tasks == 0:
+            return frozen
+        self.report(
+            f"freezing {self.config.eval.tasks} held-out tasks from {len(self.heldout_catalog.domains)} unseen domains"
+        )
+        environment = Environment(
+            self.simulator, self.heldout_catalog, self.config.judge, self.config.taskgen
+        )
+        level = CurriculumConfig(initial_level=self.config.curriculum.initial_level, mode="fixed")
+        source = TaskSource(environment, Curriculum(level), self.config.eval.seed, HELDOUT)
+        tasks = self.loop.run_until_complete(source.draw_many(self.config.eval.tasks))
+        self.store.freeze_heldout_tasks(tasks)
+        return tasks
+
+    def _score(
+        self,
+        stage: StageName,
+        tasks: list[Task],
+        policy: TransformersPolicy,
+        training: dict[str, float] | None = None,
+    ) -> None:
+        if not tasks:
+            return
+        started = time.perf_counter()
+        greedy = TransformersPolicy(
+            policy.model,
+            policy.tokenizer,
+            name=policy.name,
+            chat_format=policy.chat_format,
+            max_new_tokens=self.config.max_turn_tokens,
+            temperature=0.0,
+        )
+        scores = self.loop.run_until_complete(score_first_replies(greedy, tasks))
+        previous = self.store.stages().get(stage)
+        self.store.save_stage(
+            StageRecord(
+                name=stage,
+                scores=scores,
+                training=training or (previous.training if previous else {}),
+                wall_s=round(time.perf_counter() - started, 1),
+            )
+        )
+        self.report(f"held-out {stage}: " + format_scores(scores))
+
+    # -- warm start --------------------------------------------------------------------------
+    def _warm_start(self, policy: TransformersPolicy, out_dir: Path) -> None:
+        config = self.config.warm_start
+        started = time.perf_counter()
+        demos, tried = self.loop.run_until_complete(
+            collect_demonstrations(
+                self.environment, config, self.config.curriculum.initial_level, self.config.seed
+            )
+        )
+        if not demos:
+            raise TrainingRefused(
+                f"warm start: the simulator produced no accepted demonstration in {tried} tasks"
+            )
+        self.report(
+            f"warm start: {len(demos)} demonstrations accepted of {tried} tasks; supervised pass"
+        )
+        examples = [
+            tokenize_demonstration(demo, policy.tokenizer, policy.chat_format) for demo in demos
+        ]
+        result = supervised_pass(
+            policy.model,
+            policy.tokenizer,
+            examples,
+            config,
+            self.run_dir / "warm_start_trainer",
+            self.config.seed,
+            bf16=self.config.bf16,
+            gradient_checkpointing=self.config.gradient_checkpointing,
+        )
+        save_policy(policy.model, policy.tokenizer, out_dir)
+        training = result | {
+            "demos": float(len(demos)),
+            "tasks_tried": float(tried),
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+        # Recorded now, so the scores that follow are not the only trace of the pass.
+        self.store.save_stage(StageRecord(name="warm_start", training=training))
+
+    # -- GRPO --------------------------------------------------------------------------------
+    def _grpo_checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first. A kill while one is written leaves a directory
+        without trainer_state.json (TRL writes it last); such a checkpoint is not resumed from."""
+        folder = self.run_dir / "checkpoints"
+        found = folder.glob("checkpoint-*/trainer_state.json") if folder.exists() else []
+        return sorted((path.parent for path in found), key=lambda p: int(p.name.split("-")[1]))
+
+    def _grpo(self, policy: TransformersPolicy) -> None:
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+        config = self.config
+        per_step = config.tasks_per_step * config.group_size
+        checkpoints = self._grpo_checkpoints()
+        resume_step = int(checkpoints[-1].name.split("-")[1]) if checkpoints else 0
+        # Steps after the last checkpoint are replayed by TRL; their records are replaced, not duplicated.
+        self.store.rewind(first_episode=resume_step * per_step, first_step=resume_step)
+        states = dict(self.store.curriculum_states())
+        curriculum = Curriculum(
+            config.curriculum,
+            CurriculumState.model_validate(states[resume_step - 1]) if resume_step else None,
+        )
+        runner = EpisodeRunner(
+            self.environment,
+            policy,
+            new_ledger=policy.new_ledger,
+            max_episode_tokens=config.max_episode_tokens,
+            store=self.store,
+        )
+        recorder = StepRecorder(
+            StepContext(config, self.store, self.loop, self.report),
+            runner,
+            TaskSource(self.environment, curriculum, config.seed, TRAINING),
+            curriculum,
+        )
+        arguments = GRPOConfig(
+            output_dir=str(self.run_dir / "checkpoints"),
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="constant",
+            beta=config.kl_beta,
+            epsilon=config.clip_epsilon,
+            num_generations=config.group_size,
+            per_device_train_batch_size=config.micro_batch_size,
+            gradient_accumulation_steps=per_step // config.micro_batch_size,
+            max_steps=config.steps,
+            save_steps=config.checkpoint_every,
+            save_only_model=False,
+            logging_steps=1,
+            report_to=["tensorboard"],
+            seed=config.seed,
+            use_cpu=not has_cuda(),
+            bf16=config.bf16,
+            gradient_checkpointing=config.gradient_checkpointing,
+            max_completion_length=config.max_episode_tokens * 4,
+            temperature=config.temperature,
+            disable_tqdm=True,
+            use_vllm=config.use_vllm,
+        )
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
+        slots = [{"prompt": f"slot-{i}"} for i in range(config.steps * config.tasks_per_step)]
+        trainer = GRPOTrainer(
+            model=policy.model,
+            reward_funcs=[simulated_reward],
+            args=arguments,
+            train_dataset=Dataset.from_list(slots),
+            processing_class=policy.tokenizer,
+            rollout_func=recorder,
+            callbacks=[recorder.callback()],
+        )
+        policy.model = trainer.model
+        trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+
+
+def simulated_reward(
+    prompts: list[Any], completions: list[Any], reward: list[float], **_: Any
+) -> list[float]:
+    """The judge's reward, computed during the rollout and forwarded by TRL."""
+    return reward
+
+
+def format_scores(scores: HeldoutScores) -> str:
+    return (
+        f"any call {scores.any_call:.1%}, valid call {scores.valid_call:.1%}, "
+        f"right tool {scores.right_tool:.1%}, argument accuracy {scores.argument_accuracy:.1%} ({scores.tasks} tasks)"
+    )

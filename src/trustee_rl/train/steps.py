@@ -1,0 +1,165 @@
+"""TRL's rollout function: each GRPO step's groups played in simulated environments, stored, and
+handed to the trainer as token sequences, masks and rewards; then the curriculum moves."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from trustee_rl.curriculum import Curriculum
+from trustee_rl.runner import EpisodeRunner, TaskSource, Timings, advance_curriculum
+from trustee_rl.sim.structured import SimulatorError
+from trustee_rl.store import RunStore
+from trustee_rl.train.config import TrainConfig, TrainingRefused
+from trustee_rl.train.rollout import GroupStats, Trajectory, group_rewards, play_groups
+
+# Groups of the first PROBE_STEPS rollouts decide whether the run has any reward signal.
+PROBE_STEPS = 2
+
+
+@dataclass
+class StepContext:
+    """What the recorder needs from the training run."""
+
+    config: TrainConfig
+    store: RunStore
+    loop: asyncio.AbstractEventLoop
+    report: Callable[[str], None]
+
+
+class StepRecorder:
+    def __init__(
+        self, context: StepContext, runner: EpisodeRunner, tasks: TaskSource, curriculum: Curriculum
+    ) -> None:
+        self.context = context
+        self.runner = runner
+        self.tasks = tasks
+        self.curriculum = curriculum
+        self.step_started = time.perf_counter()
+        self.pending: dict[str, float] = {}
+        self.probe = GroupStats()
+        self.rollouts = 0
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        config = self.context.config
+        step = int(trainer.state.global_step)
+        self.step_started = time.perf_counter()
+        slots = prompt_slots(prompts, config.group_size)
+        stats = GroupStats()
+        trajectories = self.context.loop.run_until_complete(self._play(step, len(slots)))
+        rewards = group_rewards(trajectories, config.group_size, stats)
+        self._check_signal(stats)
+        self._record(step, trajectories, stats)
+        order = trajectory_order(slots, config.group_size)
+        return {
+            "prompt_ids": [trajectories[i].prompt_ids for i in order],
+            "completion_ids": [trajectories[i].completion_ids for i in order],
+            "logprobs": None,
+            "env_mask": [trajectories[i].env_mask for i in order],
+            "reward": [rewards[i] for i in order],
+        }
+
+    async def _play(self, step: int, groups: int) -> list[Trajectory]:
+        tasks = []
+        for slot in range(groups):
+            drawn = await self.tasks.draw(step, slot)
+            if drawn.task is None:
+                raise SimulatorError(f"step {step}, group {slot}: {drawn.failure}")
+            tasks.append(drawn.task)
+        config = self.context.config
+        first_index = step * config.tasks_per_step * config.group_size
+        self.runner.timings = Timings()  # the split is per step
+        return await play_groups(self.runner, tasks, config.group_size, first_index, config.seed)
+
+    def _check_signal(self, stats: GroupStats) -> None:
+        """Refuse a run whose first groups have no reward variance: GRPO would learn nothing."""
+        self.rollouts += 1
+        self.probe.groups += stats.groups
+        self.probe.zero_variance += stats.zero_variance
+        informative = self.probe.groups - self.probe.zero_variance
+        wanted = self.context.config.min_informative_groups * self.probe.groups
+        if self.rollouts == PROBE_STEPS and informative < wanted:
+            raise TrainingRefused(
+                f"{self.probe.zero_variance} of the first {self.probe.groups} groups have identical rewards: "
+                "GRPO would get no signal. Enable the warm start, raise temperature or group_size, "
+                "or lower the starting difficulty."
+            )
+
+    def _record(self, step: int, trajectories: list[Trajectory], stats: GroupStats) -> None:
+        for trajectory in trajectories:
+            self.runner.record(trajectory.played)
+        level = self.curriculum.level
+        scored = advance_curriculum(
+            self.curriculum,
+            step,
+            [(t.task, t.played.verdict) for t in trajectories],
+            self.context.store,
+        )
+        calls = [call for t in trajectories for call in t.played.episode.tool_calls]
+        self.pending = {
+            "reward_mean": sum(scored) / len(scored) if scored else math.nan,
+            "difficulty": level,
+            "scored": float(len(scored)),
+            "zero_variance_groups": float(stats.zero_variance),
+            "tool_calls_per_episode": len(calls) / max(len(trajectories), 1),
+            "valid_call_share": sum(c.parse_error is None for c in calls) / max(len(calls), 1),
+            **self.runner.timings.as_dict(),
+        }
+
+    def callback(self) -> Any:
+        """Stores each step's metrics with TRL's loss and KL once TRL has logged them."""
+        from transformers import TrainerCallback
+
+        recorder = self
+
+        class _Callback(TrainerCallback):
+            def on_log(
+                self,
+                args: Any,
+                state: Any,
+                control: Any,
+                logs: dict[str, Any] | None = None,
+                **_: Any,
+            ) -> None:
+                if logs and "loss" in logs:
+                    recorder.log_step(int(state.global_step) - 1, logs)
+
+        return _Callback()
+
+    def log_step(self, step: int, logs: dict[str, Any]) -> None:
+        values = dict(self.pending)
+        values["step_time_s"] = time.perf_counter() - self.step_started
+        for key in ("loss", "kl", "grad_norm", "learning_rate"):
+            if isinstance(logs.get(key), (int, float)):
+                values[key] = float(logs[key])
+        self.context.store.log_metrics(step, values)
+        self.context.report(
+            f"step {step + 1}/{self.context.config.steps}  reward {values['reward_mean']:+.3f}  "
+            f"D {values['difficulty']:.0f}  {values['step_time_s']:.1f}s"
+        )
+
+
+def prompt_slots(prompts: list[Any], group_size: int) -> list[tuple[int, int]]:
+    """(first position, count) of each run of identical prompts; TRL repeats a prompt per group member."""
+    runs: list[tuple[int, int]] = []
+    for position, prompt in enumerate(prompts):
+        if runs and prompts[runs[-1][0]] == prompt and runs[-1][1] < group_size:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((position, 1))
+    return runs
+
+
+def trajectory_order(slots: list[tuple[int, int]], group_size: int) -> list[int]:
+    """Which trajectory answers each prompt position: a run of `group_size` copies takes the whole
+    group; a single prompt expects `group_size` completions."""
+    order: list[int] = []
+    for slot, (_, count) in enumerate(slots):
+        order += [
+            slot * group_size + member for member in range(group_size if count == 1 else count)
+        ]
+    return order
