@@ -4,8 +4,9 @@ from typing import Any, Literal
 
 import pytest
 
-from trustee_rl.schema import Episode, Message, ToolCall
+from trustee_rl.schema import Episode, Message, SimCall, Task, ToolCall, Verdict
 from trustee_rl.sim.judge import Judge, JudgeConfig, rule_criteria
+from trustee_rl.sim.structured import SimulatorContext
 
 from .conftest import make_task
 
@@ -35,12 +36,20 @@ def criteria(episode: Episode, strictness: int = 5) -> dict[str, bool]:
     return {c.name: c.passed for c in rule_criteria(make_task(strictness), episode)}
 
 
+async def rules_verdict(
+    task: Task, episode: Episode, mode: Literal["levels", "graded"] = "levels"
+) -> Verdict:
+    calls: list[SimCall] = []
+    judge = Judge(None, JudgeConfig(mode="rules", reward=mode))
+    verdict = await judge.judge(task, episode, SimulatorContext(episode.seed, calls.append))
+    assert not calls  # rules need no simulator
+    return verdict
+
+
 async def reward(
     episode: Episode, strictness: int = 5, mode: Literal["levels", "graded"] = "levels"
 ) -> float | None:
-    verdict = await Judge(None, JudgeConfig(mode="rules", reward=mode)).judge(
-        make_task(strictness), episode
-    )
+    verdict = await rules_verdict(make_task(strictness), episode, mode)
     assert verdict.scored and verdict.judge_model == "rules"
     return verdict.reward
 
@@ -78,10 +87,8 @@ async def test_a_stray_tool_fails_the_correct_tools_level_only() -> None:
     assert criteria(episode)["known_tools"] is False  # and get_forecast is not even offered
     task = make_task(2)
     task.tools.append(task.tools[0].model_copy(update={"name": "get_forecast"}))
-    verdict_1 = await Judge(None, JudgeConfig(mode="rules")).judge(
-        make_task(1, tools=task.tools), episode
-    )
-    verdict_2 = await Judge(None, JudgeConfig(mode="rules")).judge(task, episode)
+    verdict_1 = await rules_verdict(make_task(1, tools=task.tools), episode)
+    verdict_2 = await rules_verdict(task, episode)
     assert (verdict_1.reward, verdict_2.reward) == (1.0, 0.0)
 
 

@@ -4,8 +4,9 @@ import pytest
 
 from trustee_rl.lm.openai_http import OpenAIHTTPLM
 from trustee_rl.schema import SimCall
+from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.prompts import load_prompt
-from trustee_rl.sim.structured import SimulatorError, ask_json, repetitive
+from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json, repetitive
 from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply, ScriptedResponder
 
 SCHEMA = {
@@ -36,19 +37,20 @@ async def test_retries_feed_the_complaint_back_and_log_every_try() -> None:
         lm = OpenAIHTTPLM(server.base_url, model="m", structured_output="json_schema")
         value = await ask_json(
             lm,
+            SimulatorContext(5, log.append),
             role="user",
             prompt=load_prompt("user"),
             messages=[{"role": "user", "content": "hi"}],
             schema=SCHEMA,
-            seed=5,
-            log=log,
+            seed_labels=("user", 1),
             check=lambda v: "repeats" if repetitive(v["reply"], span=1) else None,
         )
         await lm.aclose()
         second_request = server.requests[1]["messages"]
     assert value == {"reply": "thanks", "done": True}
     assert [c.attempts for c in log] == [1, 2, 3]
-    assert [c.seed for c in log] == [5, 6, 7]
+    first = derive_seed(5, "user", 1)
+    assert [c.seed for c in log] == [first, first + 1, first + 2]
     assert log[0].error and "schema violation" in log[0].error
     assert log[1].error == "repeats" and log[2].error is None
     assert log[0].prompt_version == "user@1"
@@ -63,12 +65,12 @@ async def test_exhausted_retries_raise_instead_of_inventing_a_value() -> None:
         with pytest.raises(SimulatorError, match="no valid output in 3 tries"):
             await ask_json(
                 lm,
+                SimulatorContext(1, log.append),
                 role="judge",
                 prompt=load_prompt("judge"),
                 messages=[],
                 schema=SCHEMA,
-                seed=1,
-                log=log,
+                seed_labels=("judge",),
             )
         await lm.aclose()
     assert len(log) == 3 and all(c.error for c in log)

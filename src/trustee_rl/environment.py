@@ -11,8 +11,6 @@ from trustee_rl.schema import Difficulty, SimCall, Task
 from trustee_rl.sim.catalog import Catalog
 from trustee_rl.sim.judge import Judge, JudgeConfig
 from trustee_rl.sim.taskgen import TaskGenConfig, TaskGenerator
-from trustee_rl.sim.tools import ToolSimulator
-from trustee_rl.sim.user import UserSimulator
 
 
 class Environment:
@@ -30,15 +28,16 @@ class Environment:
         self.generator = TaskGenerator(simulator, catalog, taskgen)
 
     async def task(self, difficulty: Difficulty, seed: int, log: list[SimCall]) -> Task:
-        """A new task; raises SimulatorError when the simulator cannot write one."""
+        """A new task; raises SimulatorError when the simulator cannot write one.
+
+        The generator's simulator calls go to `log`, for the caller to keep with the task."""
         return await self.generator.generate(difficulty, seed, log)
 
     def episode(self, task: Task, *, index: int, seed: int, policy_model: str) -> EpisodeEnv:
         """An episode over `task`. Episodes with the same seed meet the same simulated user and tools."""
         return EpisodeEnv(
             task,
-            user=UserSimulator(self.simulator, task, seed),
-            tools=ToolSimulator(self.simulator, task, seed),
+            simulator=self.simulator,
             judge=self.judge,
             index=index,
             seed=seed,

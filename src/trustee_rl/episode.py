@@ -1,7 +1,7 @@
 """One episode as a steppable state machine: policy <-> user simulator and tool simulator, then the judge.
 
-Every front end drives the same object: `run_episode` for `trustee simulate`, a trainer's rollout
-function that samples the policy's tokens itself and hands each reply to `step`.
+Every front end drives the same object through the runner (runner.py): one episode at a time for
+`trustee simulate` and the benchmarks, lockstep batches for a trainer's rollout.
 """
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from trustee_rl.lm.base import LMError, LMUnavailable
-from trustee_rl.policy.lm_policy import Policy
-from trustee_rl.schema import Episode, Message, Task, Verdict
-from trustee_rl.seeding import derive_seed
+from trustee_rl.lm.base import LM
+from trustee_rl.schema import Episode, Message, SimCall, Task, Verdict
 from trustee_rl.sim.judge import Judge
-from trustee_rl.sim.structured import SimulatorError
+from trustee_rl.sim.structured import SimulatorContext, SimulatorError
 from trustee_rl.sim.tools import ToolSimulator
 from trustee_rl.sim.user import UserSimulator
 
@@ -28,20 +26,23 @@ class StepResult:
 
 
 class EpisodeEnv:
+    """The policy's side of one episode; the simulated user, tools and judge are its peers.
+
+    They share one `SimulatorContext`: the episode's seed, and every simulator call recorded in
+    `episode.sim_calls`.
+    """
+
     def __init__(
         self,
         task: Task,
         *,
-        user: UserSimulator,
-        tools: ToolSimulator,
+        simulator: LM,
         judge: Judge,
         index: int,
         seed: int,
         policy_model: str,
     ) -> None:
         self.task = task
-        self.user = user
-        self.tools = tools
         self.judge = judge
         self.seed = seed
         self.episode = Episode(
@@ -51,9 +52,16 @@ class EpisodeEnv:
             seed=seed,
             policy_model=policy_model,
         )
+        self.simulator_context = SimulatorContext(seed, self._record_sim_call)
+        self.user = UserSimulator(simulator, task, self.simulator_context)
+        self.tools = ToolSimulator(simulator, task, self.simulator_context)
         self.policy_turns = 0
         self.user_turns = 0
         self._started = 0.0
+
+    def _record_sim_call(self, call: SimCall) -> None:
+        # Looked up per call: a runner may hand the episode a list that starts with its task's calls.
+        self.episode.sim_calls.append(call)
 
     @property
     def done(self) -> bool:
@@ -90,13 +98,11 @@ class EpisodeEnv:
 
     async def _run_tools(self, reply: Message) -> list[Message]:
         # In call order, so each result sees the ones before it (consistency) deterministically.
-        return [await self.tools.execute(call, self.episode.sim_calls) for call in reply.tool_calls]
+        return [await self.tools.execute(call) for call in reply.tool_calls]
 
     async def _user_turn(self) -> list[Message]:
         self.user_turns += 1
-        message, finished = await self.user.reply(
-            self.episode.messages, self.user_turns, self.episode.sim_calls
-        )
+        message, finished = await self.user.reply(self.episode.messages, self.user_turns)
         if finished:
             self._end("done", "user_done")
         return [message]
@@ -125,19 +131,4 @@ class EpisodeEnv:
                 self.judge.model,
                 self.judge.prompt_version,
             )
-        return await self.judge.judge(self.task, self.episode)
-
-
-async def run_episode(env: EpisodeEnv, policy: Policy) -> tuple[Episode, Verdict]:
-    env.reset()
-    while not env.done:
-        seed = derive_seed(env.seed, "policy", env.policy_turns)
-        try:
-            reply = await policy.act(env.episode.messages, env.task.tools, seed)
-        except LMUnavailable:
-            raise
-        except LMError as error:
-            env.fail(f"policy failed: {error}")
-            break
-        await env.step(reply)
-    return env.episode, await env.finish()
+        return await self.judge.judge(self.task, self.episode, self.simulator_context)

@@ -14,19 +14,14 @@ import httpx
 from trustee_rl.lm.base import Completion, LMError, LMUnavailable
 from trustee_rl.lm.json_repair import parse_json_document
 from trustee_rl.schema import ToolCall, Usage
+from trustee_rl.sim.prompts import load_prompt
 
 StructuredOutput = Literal["json_schema", "prompt", "auto"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _EXCERPT_CHARS = 200
-_SCHEMA_INSTRUCTION = (
-    "Reply with one JSON document valid against this JSON schema:\n{schema}\n"
-    "Reply with the JSON document only: no prose, no code fences."
-)
-_REPAIR_REQUEST = (
-    "That reply was not valid JSON ({reason}). Reply again with only the corrected JSON document, "
-    "valid against the schema."
-)
+# The schema instruction (prompt mode) and the repair request: all prompt text lives with the rest.
+_JSON_OUTPUT = load_prompt("json_output")
 
 
 class _ResponseFormatRejected(LMError):
@@ -217,7 +212,7 @@ def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
 def _with_schema_instruction(
     messages: list[dict[str, Any]], schema: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    instruction = _SCHEMA_INSTRUCTION.format(schema=json.dumps(schema))
+    instruction = _JSON_OUTPUT.text("schema_instruction", schema=json.dumps(schema))
     if messages and messages[0].get("role") == "system":
         system = messages[0]
         content = f"{system.get('content') or ''}\n\n{instruction}".lstrip()
@@ -231,7 +226,7 @@ def _repair_messages(
     return [
         *messages,
         {"role": "assistant", "content": bad_output},
-        {"role": "user", "content": _REPAIR_REQUEST.format(reason=reason)},
+        {"role": "user", "content": _JSON_OUTPUT.text("repair_request", reason=reason)},
     ]
 
 

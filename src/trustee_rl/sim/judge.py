@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict
 
 from trustee_rl.lm.base import LM
 from trustee_rl.schema import CriterionResult, Episode, ExpectedCall, Task, ToolCall, Verdict
-from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.prompts import load_prompt
-from trustee_rl.sim.structured import SimulatorError, ask_json
+from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
 from trustee_rl.sim.tools import call_error
 from trustee_rl.sim.user import transcript
 
@@ -166,11 +165,12 @@ class Judge:
     def prompt_version(self) -> str:
         return self.prompt.tag if self.config.mode == "lm" else RULES_VERSION
 
-    async def judge(self, task: Task, episode: Episode) -> Verdict:
+    async def judge(self, task: Task, episode: Episode, context: SimulatorContext) -> Verdict:
+        """The episode's verdict; an LM judge's calls go with the episode's other simulator calls."""
         criteria = rule_criteria(task, episode)
         if self.config.mode == "lm":
             try:
-                criteria += await self._lm_criteria(task, episode)
+                criteria += await self._lm_criteria(task, episode, context)
             except SimulatorError as error:
                 return Verdict.unscored(
                     episode.id, f"judge failed: {error}", self.model, self.prompt_version
@@ -197,13 +197,13 @@ class Judge:
             return sum(c.score for c in active) / len(active) if active else 1.0
         return 1.0 if all(c.passed for c in active) else 0.0
 
-    async def _lm_criteria(self, task: Task, episode: Episode) -> list[CriterionResult]:
+    async def _lm_criteria(
+        self, task: Task, episode: Episode, context: SimulatorContext
+    ) -> list[CriterionResult]:
         assert self.lm is not None
-        checks = {"intent": f"The user's goal was achieved: {task.goal}"}
+        checks = {"intent": self.prompt.text("intent_check", goal=task.goal)}
         checks |= {f"rubric:{item.id}": item.description for item in task.rubric}
-        checks["grounded"] = (
-            "Everything the assistant told the user is supported by tool results or by the user."
-        )
+        checks["grounded"] = self.prompt.text("grounded_check")
         verdict_schema = {
             "type": "object",
             "properties": {
@@ -226,12 +226,12 @@ class Judge:
         )
         value = await ask_json(
             self.lm,
+            context,
             role="judge",
             prompt=self.prompt,
             messages=messages,
             schema=schema,
-            seed=derive_seed(episode.seed, "judge"),
-            log=episode.sim_calls,
+            seed_labels=("judge",),
             temperature=0.0,
             max_tokens=160 + 80 * len(checks),
         )

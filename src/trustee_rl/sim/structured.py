@@ -1,4 +1,4 @@
-"""Simulator calls that must return JSON: validate, retry with the error fed back, log every try.
+"""Simulator calls that must return JSON: validate, retry with the error fed back, record every try.
 
 An output that never validates raises SimulatorError: it is never turned into a default value."""
 
@@ -6,38 +6,56 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 
 from trustee_rl.lm.base import LM, LMError, LMUnavailable
 from trustee_rl.schema import SimCall, SimRole
-from trustee_rl.sim.prompts import PromptTemplate
+from trustee_rl.seeding import derive_seed
+from trustee_rl.sim.prompts import PromptTemplate, load_prompt
 
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is acceptable
 
 
 RETRY_HEAT = 0.2
+# Complaints and the retry request: sent to the LM as it retries, whatever the simulator.
+_REJECTED = load_prompt("rejected_output")
 
 
 class SimulatorError(RuntimeError):
     """A simulator could not produce a valid output after its retries."""
 
 
+@dataclass(frozen=True)
+class SimulatorContext:
+    """What one episode (or one task generation) gives each simulator taking part in it.
+
+    `seed` is the one every simulator call's seed derives from; `record` keeps each call (every try)
+    with the episode or task it belongs to.
+    """
+
+    seed: int
+    record: Callable[[SimCall], None]
+
+
 async def ask_json(
     lm: LM,
+    context: SimulatorContext,
     *,
     role: SimRole,
     prompt: PromptTemplate,
     messages: list[dict[str, Any]],
     schema: dict[str, Any],
-    seed: int,
-    log: list[SimCall],
+    seed_labels: tuple[object, ...],
     check: Check | None = None,
     retries: int = 3,
     max_tokens: int = 384,
     temperature: float = 0.7,
 ) -> Any:
+    """The first output valid against `schema` (and passing `check`), seeded by `seed_labels`."""
+    seed = derive_seed(context.seed, *seed_labels)
     conversation = list(messages)
     complaint = "no attempt made"
     validator = jsonschema.Draft202012Validator(schema)
@@ -51,7 +69,7 @@ async def ask_json(
             seed=seed + attempt - 1,
             attempts=attempt,
         )
-        log.append(record)
+        context.record(record)
         try:
             completion = await lm.complete(
                 conversation,
@@ -76,10 +94,7 @@ async def ask_json(
         conversation = [
             *messages,
             {"role": "assistant", "content": completion.text},
-            {
-                "role": "user",
-                "content": f"That output was rejected: {complaint}. Reply again, fixing it.",
-            },
+            {"role": "user", "content": _REJECTED.text("retry", complaint=complaint)},
         ]
     raise SimulatorError(f"{role} simulator gave no valid output in {retries} tries: {complaint}")
 
@@ -102,10 +117,12 @@ def _accept(
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return None, f"not valid JSON ({error.msg})"
+        return None, _REJECTED.text("invalid_json", reason=error.msg)
     problem = next(iter(validator.iter_errors(value)), None)
     if problem is not None:
-        return None, f"schema violation at {list(problem.absolute_path)}: {problem.message[:200]}"
+        return None, _REJECTED.text(
+            "schema_violation", path=list(problem.absolute_path), problem=problem.message[:200]
+        )
     if check is not None and (complaint := check(value)) is not None:
         return None, complaint
     return value, None

@@ -24,21 +24,11 @@ from trustee_rl.schema import (
     Task,
     Tool,
 )
-from trustee_rl.seeding import derive_rng, derive_seed
+from trustee_rl.seeding import derive_rng
 from trustee_rl.sim.catalog import Catalog, Domain, example_arguments
-from trustee_rl.sim.prompts import AMBIGUITY_STYLE, PERSONA_STYLE, load_prompt
-from trustee_rl.sim.structured import ask_json, repetitive
+from trustee_rl.sim.prompts import load_prompt
+from trustee_rl.sim.structured import SimulatorContext, ask_json, repetitive
 
-AGENT_PROMPTS_VERSION = "agent_system@1"
-AGENT_SYSTEM_PROMPTS = {
-    "detailed": (
-        "You are a {domain_title} assistant. {domain_description} Use the functions provided to "
-        "act for the user. Before calling a function, make sure you have every required detail; "
-        "ask the user for anything missing instead of guessing. After acting, tell the user the result."
-    ),
-    "brief": "You are a {domain_title} assistant. Help the user with the functions provided.",
-    "generic": "You are a helpful assistant.",
-}
 WITHHELD_SHARE = {"clear": 0.0, "somewhat": 1 / 3, "highly": 2 / 3}
 
 
@@ -65,12 +55,14 @@ class TaskGenerator:
         self.config = config or TaskGenConfig()
 
     async def generate(self, difficulty: Difficulty, seed: int, log: list[SimCall]) -> Task:
+        """A task drawn from `seed`; every simulator call made for it goes to `log`."""
+        context = SimulatorContext(seed, log.append)
         rng = derive_rng(seed, "taskgen")
         domain = rng.choice(self.catalog.domains)
         targets = _pick_targets(domain, difficulty.num_calls, rng)
-        distractors = await self._distractors(domain, targets, difficulty.num_tools, rng, seed, log)
+        distractors = await self._distractors(domain, targets, difficulty.num_tools, rng, context)
         expected = [
-            await self._expected_call(tool, domain, seed, index, log)
+            await self._expected_call(tool, domain, index, context)
             for index, tool in enumerate(targets)
         ]
         facts = _flatten_arguments(expected)
@@ -79,21 +71,21 @@ class TaskGenerator:
         tools = [*targets, *distractors]
         rng.shuffle(tools)
         writing = await self._write_request(
-            domain, difficulty, targets, stated, withheld, tools, seed, log
+            domain, difficulty, targets, stated, withheld, tools, context
         )
+        agent = load_prompt("agent_system")
         forbidden = [
-            ForbiddenRule(
-                tool=tool.name,
-                description=f"Do not call {tool.name}: it is not needed for this request and must not be used.",
-            )
+            ForbiddenRule(tool=tool.name, description=agent.text("forbidden_rule", tool=tool.name))
             for tool in distractors[:1]
         ]
-        title = _title(domain.name)
-        system_prompt = AGENT_SYSTEM_PROMPTS[difficulty.prompt_specificity].format(
-            domain_title=title, domain_description=domain.description
+        system_prompt = agent.text(
+            difficulty.prompt_specificity,
+            domain_title=_title(domain.name),
+            domain_description=domain.description,
         )
         if forbidden:
-            system_prompt += " Rules: " + " ".join(rule.description for rule in forbidden)
+            rules = agent.text("rules", rules=" ".join(rule.description for rule in forbidden))
+            system_prompt += " " + rules
         return Task(
             id=f"task_{seed:08x}",
             domain=domain.name,
@@ -112,7 +104,7 @@ class TaskGenerator:
             provenance=Provenance(
                 simulator_model=self.lm.model,
                 prompt_versions={call.role: call.prompt_version for call in log}
-                | {"agent_system": AGENT_PROMPTS_VERSION},
+                | {"agent_system": agent.tag},
                 source="catalog",
             ),
         )
@@ -123,8 +115,7 @@ class TaskGenerator:
         targets: list[Tool],
         num_tools: int,
         rng: random.Random,
-        seed: int,
-        log: list[SimCall],
+        context: SimulatorContext,
     ) -> list[Tool]:
         wanted = num_tools - len(targets)
         used = {tool.name for tool in targets}
@@ -142,38 +133,44 @@ class TaskGenerator:
             if tool.name not in used | {t.name for t in chosen}:
                 chosen.append(tool)
         if chosen and rng.random() < self.config.invent_tools:
-            chosen[-1] = await self._invent_tool(domain, [*targets, *chosen[:-1]], seed, log)
+            chosen[-1] = await self._invent_tool(domain, [*targets, *chosen[:-1]], context)
         return chosen
 
     async def _invent_tool(
-        self, domain: Domain, existing: list[Tool], seed: int, log: list[SimCall]
+        self, domain: Domain, existing: list[Tool], context: SimulatorContext
     ) -> Tool:
         prompt = load_prompt("invent_tool")
         taken = {tool.name for tool in existing}
+
+        def check(value: dict[str, Any]) -> str | None:
+            if value["name"] in taken:
+                return prompt.text("name_taken_complaint", name=value["name"])
+            return None
+
         value = await ask_json(
             self.lm,
+            context,
             role="taskgen",
             prompt=prompt,
             messages=prompt.render(
                 domain_title=_title(domain.name), existing=", ".join(sorted(taken))
             ),
             schema=INVENTED_TOOL_SCHEMA,
-            seed=derive_seed(seed, "invent"),
-            log=log,
-            check=lambda v: f"name {v['name']} is taken" if v["name"] in taken else None,
+            seed_labels=("invent",),
+            check=check,
         )
         return _invented_tool(value)
 
     async def _expected_call(
-        self, tool: Tool, domain: Domain, seed: int, index: int, log: list[SimCall]
+        self, tool: Tool, domain: Domain, index: int, context: SimulatorContext
     ) -> ExpectedCall:
         if self.config.argument_source == "catalog":
-            return ExpectedCall(
-                name=tool.name, arguments=example_arguments(tool, derive_rng(seed, "args", index))
-            )
+            rng = derive_rng(context.seed, "args", index)
+            return ExpectedCall(name=tool.name, arguments=example_arguments(tool, rng))
         prompt = load_prompt("arguments")
         arguments = await ask_json(
             self.lm,
+            context,
             role="taskgen",
             prompt=prompt,
             messages=prompt.render(
@@ -182,8 +179,7 @@ class TaskGenerator:
                 tool_description=tool.description,
             ),
             schema=tool.parameters,
-            seed=derive_seed(seed, "args", index),
-            log=log,
+            seed_labels=("args", index),
         )
         return ExpectedCall(name=tool.name, arguments=arguments)
 
@@ -195,37 +191,36 @@ class TaskGenerator:
         stated: dict[str, str],
         withheld: list[str],
         tools: list[Tool],
-        seed: int,
-        log: list[SimCall],
+        context: SimulatorContext,
     ) -> dict[str, Any]:
         prompt = load_prompt("taskgen")
         tool_names = {tool.name for tool in tools}
         messages = prompt.render(
             domain_title=_title(domain.name),
             persona=difficulty.persona,
-            persona_style=PERSONA_STYLE[difficulty.persona],
+            persona_style=load_prompt("persona_style").text(difficulty.persona),
             steps="\n".join(f"{i}. {tool.description}" for i, tool in enumerate(targets, 1)),
             stated="\n".join(f"- {key}: {value}" for key, value in stated.items()) or "- (none)",
             withheld=", ".join(withheld) or "(none)",
-            ambiguity_style=AMBIGUITY_STYLE[difficulty.ambiguity],
+            ambiguity_style=load_prompt("ambiguity_style").text(difficulty.ambiguity),
         )
 
         def check(value: dict[str, Any]) -> str | None:
             named = [name for name in tool_names if name in value["initial_message"]]
             if named:
-                return f"the user message names functions {named}"
+                return prompt.text("names_functions_complaint", names=named)
             if repetitive(value["initial_message"]) or repetitive(value["goal"]):
-                return "the text repeats itself; write it once, plainly"
+                return prompt.text("repeats_complaint")
             return None
 
         result: dict[str, Any] = await ask_json(
             self.lm,
+            context,
             role="taskgen",
             prompt=prompt,
             messages=messages,
             schema=REQUEST_SCHEMA,
-            seed=derive_seed(seed, "request"),
-            log=log,
+            seed_labels=("request",),
             check=check,
         )
         return result
@@ -338,18 +333,12 @@ def _with_stated_facts(message: str, stated: dict[str, str]) -> str:
 
 
 def _rubric(withheld: list[str], written: list[str]) -> list[RubricItem]:
+    prompt = load_prompt("taskgen")
     items = [
-        RubricItem(
-            id=f"ask_{i}",
-            description=f"The assistant asks the user for the {key.replace('_', ' ')}.",
-        )
+        RubricItem(id=f"ask_{i}", description=prompt.text("ask_rubric", detail=_title(key)))
         for i, key in enumerate(withheld, 1)
     ]
-    items.append(
-        RubricItem(
-            id="report", description="The assistant tells the user the outcome of what it did."
-        )
-    )
+    items.append(RubricItem(id="report", description=prompt.text("report_rubric")))
     items += [RubricItem(id=f"extra_{i}", description=text) for i, text in enumerate(written, 1)]
     return items
 

@@ -13,10 +13,9 @@ from typing import Any
 import jsonschema
 
 from trustee_rl.lm.base import LM
-from trustee_rl.schema import Message, SimCall, Task, Tool, ToolCall
-from trustee_rl.seeding import derive_seed
+from trustee_rl.schema import Message, Task, Tool, ToolCall
 from trustee_rl.sim.prompts import load_prompt
-from trustee_rl.sim.structured import ask_json
+from trustee_rl.sim.structured import SimulatorContext, ask_json
 
 FALLBACK_RETURNS: dict[str, Any] = {
     "type": "object",
@@ -46,14 +45,14 @@ def call_error(call: ToolCall, task: Task) -> str | None:
 
 
 class ToolSimulator:
-    def __init__(self, lm: LM, task: Task, seed: int) -> None:
+    def __init__(self, lm: LM, task: Task, context: SimulatorContext) -> None:
         self.lm = lm
         self.task = task
-        self.seed = seed
+        self.context = context
         self.prompt = load_prompt("tool")
         self.ledger: dict[str, str] = {}  # call signature -> result JSON
 
-    async def execute(self, call: ToolCall, log: list[SimCall]) -> Message:
+    async def execute(self, call: ToolCall) -> Message:
         error = call_error(call, self.task)
         if error is not None:
             return self._result(call, json.dumps({"error": error}))
@@ -61,12 +60,10 @@ class ToolSimulator:
         if signature not in self.ledger:
             tool = self.task.tool(call.name)
             assert tool is not None  # call_error checked it
-            self.ledger[signature] = await self._simulate(tool, call, signature, log)
+            self.ledger[signature] = await self._simulate(tool, call, signature)
         return self._result(call, self.ledger[signature])
 
-    async def _simulate(
-        self, tool: Tool, call: ToolCall, signature: str, log: list[SimCall]
-    ) -> str:
+    async def _simulate(self, tool: Tool, call: ToolCall, signature: str) -> str:
         earlier = "\n".join(f"{sig} -> {result}" for sig, result in self.ledger.items()) or "(none)"
         facts = "; ".join(f"{k}: {v}" for k, v in self.task.private_facts.items()) or "(none)"
         messages = self.prompt.render(
@@ -79,13 +76,13 @@ class ToolSimulator:
         )
         value = await ask_json(
             self.lm,
+            self.context,
             role="tool",
             prompt=self.prompt,
             messages=messages,
             schema=tool.returns or FALLBACK_RETURNS,
             # Seeded by the call itself: parallel calls give the same results in any order.
-            seed=derive_seed(self.seed, "tool", signature),
-            log=log,
+            seed_labels=("tool", signature),
         )
         return json.dumps(value, ensure_ascii=False)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from trustee_rl.lm.base import LM
-from trustee_rl.schema import Message, SimCall, Task
-from trustee_rl.seeding import derive_seed
-from trustee_rl.sim.prompts import PERSONA_STYLE, load_prompt
-from trustee_rl.sim.structured import ask_json, repetitive
+from trustee_rl.schema import Message, Task
+from trustee_rl.sim.prompts import load_prompt
+from trustee_rl.sim.structured import SimulatorContext, ask_json, repetitive
 
 REPLY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -33,27 +32,24 @@ def transcript(messages: list[Message]) -> str:
 
 
 class UserSimulator:
-    def __init__(self, lm: LM, task: Task, seed: int) -> None:
+    def __init__(self, lm: LM, task: Task, context: SimulatorContext) -> None:
         self.lm = lm
         self.task = task
-        self.seed = seed
+        self.context = context
         self.prompt = load_prompt("user")
 
     def opening(self) -> Message:
         return Message(role="user", content=self.task.initial_message)
 
-    async def reply(
-        self, conversation: list[Message], turn: int, log: list[SimCall]
-    ) -> tuple[Message, bool]:
+    async def reply(self, conversation: list[Message], turn: int) -> tuple[Message, bool]:
         """The user's next message and whether the user considers the conversation over."""
         task = self.task
-        facts = (
-            "; ".join(f"{key}: {value}" for key, value in task.private_facts.items())
-            or "none beyond your request"
-        )
+        facts = "; ".join(
+            f"{key}: {value}" for key, value in task.private_facts.items()
+        ) or self.prompt.text("no_facts")
         messages = self.prompt.render(
             persona=task.persona,
-            persona_style=PERSONA_STYLE[task.persona],
+            persona_style=load_prompt("persona_style").text(task.persona),
             domain_title=task.domain.replace("_", " "),
             goal=task.goal,
             facts=facts,
@@ -64,12 +60,12 @@ class UserSimulator:
         )
         value = await ask_json(
             self.lm,
+            self.context,
             role="user",
             prompt=self.prompt,
             messages=messages,
             schema=REPLY_SCHEMA,
-            seed=derive_seed(self.seed, "user", turn),
-            log=log,
+            seed_labels=("user", turn),
             check=lambda v: self._complaint(v["reply"], asked="?" in last_agent),
             max_tokens=160,
         )
@@ -78,14 +74,14 @@ class UserSimulator:
     def _complaint(self, reply: str, asked: bool) -> str | None:
         text = reply.lower()
         if repetitive(reply):
-            return "the reply repeats itself; say it once, plainly"
+            return self.prompt.text("repeats_complaint")
         named = [tool.name for tool in self.task.tools if tool.name.lower() in text]
         if named:
-            return f"the user must not name functions ({', '.join(named)})"
+            return self.prompt.text("names_functions_complaint", names=", ".join(named))
         if not asked:
             volunteered = [
                 key for key, value in self.task.private_facts.items() if value.lower() in text
             ]
             if volunteered:
-                return f"the assistant did not ask, so do not give {', '.join(volunteered)} yet"
+                return self.prompt.text("volunteered_complaint", facts=", ".join(volunteered))
         return None
