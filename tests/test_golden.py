@@ -29,7 +29,7 @@ def stable(value: Any) -> Any:
     return value
 
 
-def records(run_dir: Path) -> dict[str, Any]:
+def records(run_dir: Path) -> Any:
     with RunStore.open(run_dir, readonly=True) as store:
         return stable(
             {

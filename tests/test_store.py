@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,8 +21,10 @@ from trustee_rl.schema import (
     Episode,
     EpisodeStatus,
     ExpectedCall,
+    HeldoutScores,
     Message,
     Provenance,
+    StageRecord,
     Task,
     Tool,
     ToolCall,
@@ -163,11 +166,47 @@ def test_unserializable_config_is_refused(run_dir: Path) -> None:
     assert not (run_dir / STORE_FILE).exists()
 
 
-def test_meta_round_trips_json_values(store: RunStore) -> None:
-    store.set_meta("started", {"at": 1.5, "host": ["a", "b"]})
-    store.set_meta("started", {"at": 2.5})
-    assert store.get_meta("started") == {"at": 2.5}
-    assert store.get_meta("missing", "fallback") == "fallback"
+def test_stages_round_trip_in_the_order_they_finished(store: RunStore) -> None:
+    scores = HeldoutScores(
+        tasks=4, any_call=0.5, valid_call=0.25, right_tool=0.25, argument_accuracy=0.1
+    )
+    store.save_stage(StageRecord(name="base", scores=scores, wall_s=1.0))
+    store.save_stage(StageRecord(name="warm_start", training={"demos": 3.0}))
+    # Scoring a stage later keeps its place in the order.
+    store.save_stage(StageRecord(name="warm_start", scores=scores, training={"demos": 3.0}))
+    stages = store.stages()
+    assert list(stages) == ["base", "warm_start"]
+    assert stages["warm_start"].scores == scores and stages["warm_start"].training == {"demos": 3.0}
+
+
+def test_heldout_tasks_are_frozen_once(store: RunStore) -> None:
+    tasks = [make_task("task_a"), make_task("task_b")]
+    store.freeze_heldout_tasks(tasks)
+    assert store.heldout_tasks() == tasks
+    with pytest.raises(StoreError, match="frozen already"):
+        store.freeze_heldout_tasks([make_task("task_c")])
+    assert store.heldout_tasks() == tasks
+
+
+def test_a_readonly_store_never_writes_even_an_old_schema(run_dir: Path) -> None:
+    with RunStore.create(run_dir, {"seed": 1}) as store:
+        store.save_task(make_task())
+    # Make it a store of the first release: migration 1 only.
+    with closing(sqlite3.connect(run_dir / STORE_FILE)) as conn:
+        conn.execute("DELETE FROM _migrations WHERE number > 1")
+        conn.execute("DROP TABLE heldout_tasks")
+        conn.execute("DROP TABLE stages")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = (run_dir / STORE_FILE).read_bytes()
+    with RunStore.open(run_dir, readonly=True) as old:
+        assert [task.id for task in old.tasks()] == ["task_1"]
+        assert old.stages() == {} and old.heldout_tasks() == []
+        with pytest.raises(StoreError, match="write"):
+            old.save_stage(StageRecord(name="base"))
+    assert (run_dir / STORE_FILE).read_bytes() == before
+    with RunStore.open(run_dir, readonly=True) as current_copy:  # still old on disk
+        assert current_copy.stages() == {}
 
 
 # -- resuming ------------------------------------------------------------------------------------
@@ -230,7 +269,8 @@ def test_a_killed_writer_leaves_a_resumable_store(store: RunStore, run_dir: Path
         "from pathlib import Path\n"
         "from trustee_rl.store import RunStore\n"
         "store = RunStore.open(Path(sys.argv[1]))\n"
-        "store.set_meta('written_by_child', True)\n"
+        "from trustee_rl.schema import StageRecord\n"
+        "store.save_stage(StageRecord(name='base', wall_s=2.0))\n"
         "os._exit(0)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(src)}
@@ -238,7 +278,7 @@ def test_a_killed_writer_leaves_a_resumable_store(store: RunStore, run_dir: Path
     assert (run_dir / f"{STORE_FILE}-wal").stat().st_size > 0
 
     with RunStore.open(run_dir) as reopened:
-        assert reopened.get_meta("written_by_child") is True
+        assert reopened.stages()["base"].wall_s == 2.0
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -307,12 +347,10 @@ def test_a_verdict_for_another_episode_is_refused(store: RunStore) -> None:
 
 
 def test_curriculum_states_round_trip(store: RunStore) -> None:
-    assert store.latest_curriculum() is None
     store.save_curriculum(0, {"level": 1.0})
     store.save_curriculum(5, {"level": 3.0})
     store.save_curriculum(5, {"level": 4.0})
     assert store.curriculum_states() == [(0, {"level": 1.0}), (5, {"level": 4.0})]
-    assert store.latest_curriculum() == (5, {"level": 4.0})
 
 
 def test_metrics_upsert_and_keep_nan(store: RunStore) -> None:
@@ -415,14 +453,16 @@ def test_an_appended_migration_applies_on_reopen(
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, added])
     with RunStore.open(run_dir) as upgraded:
         numbers = upgraded._conn.execute("SELECT number FROM _migrations ORDER BY number")
-        assert [row[0] for row in numbers] == [1, 2]
+        assert [row[0] for row in numbers] == list(range(1, len(store_module.MIGRATIONS) + 1))
         assert upgraded._conn.execute("SELECT note FROM episodes").fetchall() == [(None,)]
         assert upgraded._conn.execute("SELECT COUNT(*) FROM notes").fetchone() == (0,)
         assert upgraded.episode(0) == episode
         assert upgraded.task("task_1") == make_task()
         assert upgraded.config == CONFIG
     with RunStore.open(run_dir) as again:
-        assert again._conn.execute("SELECT COUNT(*) FROM _migrations").fetchone() == (2,)
+        assert again._conn.execute("SELECT COUNT(*) FROM _migrations").fetchone() == (
+            len(store_module.MIGRATIONS),
+        )
 
 
 def test_a_failing_migration_rolls_back(
@@ -444,7 +484,7 @@ def test_a_store_from_a_newer_version_is_refused(
 ) -> None:
     store.close()
     monkeypatch.setattr(store_module, "MIGRATIONS", [])
-    with pytest.raises(StoreError, match="schema version 1, newer than this trustee-rl knows"):
+    with pytest.raises(StoreError, match="schema version 2, newer than this trustee-rl knows"):
         RunStore.open(run_dir)
 
 
@@ -458,6 +498,8 @@ def fill_for_export(store: RunStore) -> None:
     store.save_episode(make_episode(2, status="running"), None)
     store.save_curriculum(0, {"level": 1.0})
     store.log_metrics(0, {"reward": 0.5, "loss": 1.0})
+    store.freeze_heldout_tasks([make_task("task_h1"), make_task("task_h2")])
+    store.save_stage(StageRecord(name="base", wall_s=1.0))
 
 
 def test_export_jsonl(store: RunStore, tmp_path: Path) -> None:
@@ -469,6 +511,8 @@ def test_export_jsonl(store: RunStore, tmp_path: Path) -> None:
         "verdicts.jsonl",
         "metrics.jsonl",
         "curriculum.jsonl",
+        "heldout_tasks.jsonl",
+        "stages.jsonl",
     ]
     lines = {path.stem: path.read_text().splitlines() for path in paths}
     assert {name: len(rows) for name, rows in lines.items()} == {
@@ -477,6 +521,8 @@ def test_export_jsonl(store: RunStore, tmp_path: Path) -> None:
         "verdicts": 2,
         "metrics": 2,
         "curriculum": 1,
+        "heldout_tasks": 2,
+        "stages": 1,
     }
     episodes = [json.loads(line) for line in lines["episodes"]]
     assert [(row["idx"], row["reward"], row["scored"]) for row in episodes] == [
@@ -498,6 +544,8 @@ def test_export_parquet(store: RunStore, tmp_path: Path) -> None:
         "verdicts": 2,
         "metrics": 2,
         "curriculum": 1,
+        "heldout_tasks": 2,
+        "stages": 1,
     }
     episodes = tables["episodes"].to_pylist()
     assert [row["status"] for row in episodes] == ["done", "done", "running"]

@@ -32,10 +32,10 @@ def test_file_then_overrides_win(tmp_path: Path) -> None:
     config_file = tmp_path / "c.yaml"
     config_file.write_text("steps: 5\nwarm_start:\n  demos: 3\n")
     config = load_train_config(
-        "cpu", config_file, ["steps=7", "judge.reward=levels", "prefill=<tool_call>"]
+        "cpu", config_file, ["steps=7", "judge.reward=levels", "temperature=0.5"]
     )
     assert config.steps == 7 and config.warm_start.demos == 3 and config.warm_start.epochs == 2
-    assert config.judge.reward == "levels" and config.prefill == "<tool_call>"
+    assert config.judge.reward == "levels" and config.temperature == 0.5
 
 
 @pytest.mark.parametrize(

@@ -137,8 +137,11 @@ _EXPORTS: dict[str, _Export] = {
 class RunStore:
     """A run's SQLite store. Build one with `create`, `open` or `open_or_create`."""
 
-    def __init__(self, run_dir: Path, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, run_dir: Path, connection: sqlite3.Connection, *, readonly: bool = False
+    ) -> None:
         self.run_dir = run_dir
+        self.readonly = readonly
         self._conn = connection
 
     # -- opening ---------------------------------------------------------------------------------
@@ -210,15 +213,15 @@ class RunStore:
             with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source:
                 current = source.execute("SELECT MAX(number) FROM _migrations").fetchone()[0]
                 if current == len(MIGRATIONS):
-                    return cls(
-                        run_dir, sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None)
-                    )
+                    connection = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None)
+                    return cls(run_dir, connection, readonly=True)
                 copy = sqlite3.connect(":memory:", isolation_level=None)
                 source.backup(copy)
         except sqlite3.Error as error:
             raise StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})") from error
         store = cls(run_dir, copy)
         store._migrate()
+        store.readonly = True
         return store
 
     def _configure(self) -> None:
@@ -285,6 +288,10 @@ class RunStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; the write lock is taken up front so it never fails midway."""
+        if self.readonly:
+            raise StoreError(
+                f"run dir {self.run_dir}: cannot write, the store was opened read-only"
+            )
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
