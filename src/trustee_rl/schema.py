@@ -14,7 +14,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
-SimRole = Literal["taskgen", "user", "tool", "judge", "policy"]
+SimRole = Literal["taskgen", "user", "tool", "judge", "policy", "demonstration"]
 PromptSpecificity = Literal["detailed", "brief", "generic"]
 Persona = Literal["expert", "beginner", "novice"]
 Ambiguity = Literal["clear", "somewhat", "highly"]

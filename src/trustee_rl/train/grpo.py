@@ -163,11 +163,12 @@ class Training:
     def _warm_start(self, policy: TransformersPolicy, out_dir: Path) -> None:
         config = self.config.warm_start
         started = time.perf_counter()
-        demos, tried = self.loop.run_until_complete(
+        harvest = self.loop.run_until_complete(
             collect_demonstrations(
                 self.environment, config, self.config.curriculum.initial_level, self.config.seed
             )
         )
+        demos, tried = harvest.demos, harvest.tasks_tried
         if not demos:
             raise TrainingRefused(
                 f"warm start: the simulator produced no accepted demonstration in {tried} tasks"
@@ -189,9 +190,14 @@ class Training:
             gradient_checkpointing=self.config.gradient_checkpointing,
         )
         save_policy(policy.model, policy.tokenizer, out_dir)
+        calls = harvest.sim_calls
         training = result | {
             "demos": float(len(demos)),
             "tasks_tried": float(tried),
+            "demo_simulator_calls": float(len(calls)),
+            "demo_simulator_tokens": float(
+                sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in calls)
+            ),
             "wall_s": round(time.perf_counter() - started, 1),
         }
         # Recorded now, so the scores that follow are not the only trace of the pass.

@@ -8,7 +8,6 @@ from these with TRL's SFTTrainer, before RL (SPEC: cold start).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,35 @@ from typing import Any
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
 from trustee_rl.heldout import opening
-from trustee_rl.lm.base import LMError
 from trustee_rl.policy.chat import ChatFormat
-from trustee_rl.policy.hermes import to_text_messages
+from trustee_rl.policy.hermes import tools_system_prompt
 from trustee_rl.policy.ledger import TokenLedger
 from trustee_rl.runner import DEMONSTRATION, TaskSource
-from trustee_rl.schema import Message, Task, ToolCall
+from trustee_rl.schema import Message, SimCall, Task, ToolCall
 from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.judge import leaf_score
+from trustee_rl.sim.prompts import load_prompt
+from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
 from trustee_rl.sim.tools import call_error
 from trustee_rl.train.config import WarmStartConfig
+
+DEMONSTRATION_PROMPT = load_prompt("demonstration")
 
 
 @dataclass
 class Demonstration:
     task: Task
     call: ToolCall
+
+
+@dataclass
+class Harvest:
+    """What collecting demonstrations yielded and cost."""
+
+    demos: list[Demonstration]
+    tasks_tried: int
+    # Every simulator call made to write first calls, rejected ones included.
+    sim_calls: list[SimCall]
 
 
 def call_schema(task: Task) -> dict[str, Any]:
@@ -56,32 +68,40 @@ def accepted(task: Task, call: ToolCall) -> bool:
 
 async def collect_demonstrations(
     environment: Environment, config: WarmStartConfig, level: float, seed: int
-) -> tuple[list[Demonstration], int]:
-    """Accepted demonstrations and the number of tasks tried."""
+) -> Harvest:
     curriculum = Curriculum(CurriculumConfig(initial_level=level, mode="fixed"))
     source = TaskSource(environment, curriculum, seed, DEMONSTRATION)
     demos: list[Demonstration] = []
+    calls: list[SimCall] = []
     tried = 0
     while len(demos) < config.demos and tried < config.max_attempts:
         tried += 1
         task = (await source.draw(tried)).task
         if task is None:
             continue
+        context = SimulatorContext(derive_seed(seed, "demo-call", tried), calls.append)
         try:
-            completion = await environment.simulator.complete(
-                to_text_messages(opening(task), task.tools),
-                json_schema=call_schema(task),
+            value = await ask_json(
+                environment.simulator,
+                context,
+                role="demonstration",
+                prompt=DEMONSTRATION_PROMPT,
+                # The agent's own view of the task: its system prompt with the tools, the request.
+                messages=DEMONSTRATION_PROMPT.render(
+                    system=tools_system_prompt(task.system_prompt, task.tools),
+                    request=task.initial_message,
+                ),
+                schema=call_schema(task),
+                seed_labels=(),
                 max_tokens=192,
                 temperature=0.7,
-                seed=derive_seed(seed, "demo-call", tried),
             )
-            value = json.loads(completion.text)
-        except (LMError, json.JSONDecodeError):
+        except SimulatorError:
             continue
         call = ToolCall(id="call_1_0", name=value["name"], arguments=value["arguments"])
         if accepted(task, call):
             demos.append(Demonstration(task, call))
-    return demos, tried
+    return Harvest(demos, tried, calls)
 
 
 def tokenize_demonstration(
