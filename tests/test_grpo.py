@@ -22,7 +22,13 @@ from .conftest import make_task
 def trajectory(index: int, reward: float | None, mask: list[int] | None = None) -> Trajectory:
     episode = Episode(id=f"ep_{index}", task_id="task_test", index=index, seed=1, policy_model="p")
     verdict = (
-        Verdict(episode_id=episode.id, scored=True, reward=reward, judge_model="rules", prompt_version="r")
+        Verdict(
+            episode_id=episode.id,
+            scored=True,
+            reward=reward,
+            judge_model="rules",
+            prompt_version="r",
+        )
         if reward is not None
         else Verdict.unscored(episode.id, "judge failed", "rules", "r")
     )
@@ -60,7 +66,9 @@ def test_trl_prompt_positions_map_to_their_group_members() -> None:
     assert prompt_slots(["a", "a", "a"], group_size=2) == [(0, 2), (2, 1)]
 
 
-def sequence_logprob(model: Any, prompt: list[int], completion: list[int], mask: list[int]) -> float:
+def sequence_logprob(
+    model: Any, prompt: list[int], completion: list[int], mask: list[int]
+) -> float:
     """Sum of the model's log-probabilities of the completion tokens with mask 1."""
     ids = torch.tensor([prompt + completion])
     with torch.no_grad():
@@ -84,14 +92,19 @@ def test_a_grpo_step_moves_log_probs_the_way_the_reward_points(tmp_path: Path) -
     rewarded = [*chat_format.encode("Sure, one moment."), end]
     punished = [*chat_format.encode("No."), end]
     # An environment turn inside the completion (mask 0) must not be trained on.
-    environment = chat_format.encode("\n<|im_start|>user\nThanks<|im_end|>\n<|im_start|>assistant\n")
+    environment = chat_format.encode(
+        "\n<|im_start|>user\nThanks<|im_end|>\n<|im_start|>assistant\n"
+    )
     completions = [rewarded + environment + rewarded, punished + environment + punished]
     masks = [
         [1] * len(rewarded) + [0] * len(environment) + [1] * len(rewarded),
         [1] * len(punished) + [0] * len(environment) + [1] * len(punished),
     ]
     rewards = [1.0, -1.0]
-    before = [sequence_logprob(policy.model, prompt, c, m) for c, m in zip(completions, masks, strict=True)]
+    before = [
+        sequence_logprob(policy.model, prompt, c, m)
+        for c, m in zip(completions, masks, strict=True)
+    ]
     weights = {name: p.detach().clone() for name, p in policy.model.named_parameters()}
 
     def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:

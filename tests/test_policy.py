@@ -44,7 +44,11 @@ def policy() -> Iterator[TransformersPolicy]:
 async def test_a_batch_of_conversations_gets_one_reply_each(policy: TransformersPolicy) -> None:
     other = [Message(role="user", content="Say hi.")]
     replies = await policy.act(
-        [Conversation(OPENING, [WEATHER]), Conversation(other, []), Conversation(OPENING, [WEATHER])]
+        [
+            Conversation(OPENING, [WEATHER]),
+            Conversation(other, []),
+            Conversation(OPENING, [WEATHER]),
+        ]
     )
     assert [reply.role for reply in replies] == ["assistant"] * 3
     for reply in replies:
