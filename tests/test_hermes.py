@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from trustee_rl.policy.hermes import parse_assistant_text, to_text_messages, tools_system_prompt
+from typing import Any
+
+from trustee_rl.lm.hermes import parse_assistant_text, to_text_messages, tools_system_prompt
 from trustee_rl.schema import Message, ToolCall
 
 from .conftest import WEATHER
@@ -62,3 +64,36 @@ def test_text_rendering_puts_tools_in_system_and_results_in_user_turns() -> None
     assert rendered[3]["content"].count("<tool_response>") == 2
     _, reparsed = parse_assistant_text(rendered[2]["content"])
     assert reparsed[0].arguments == call.arguments
+
+
+def test_openai_wire_messages_render_as_plain_text_turns() -> None:
+    """What the embedded backend sends its ChatML template: arguments arrive JSON-encoded."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
+        {"role": "tool", "tool_call_id": "call_2", "content": "rain"},
+    ]
+    assert to_text_messages(messages, []) == [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
+            "</tool_call>",
+        },
+        {
+            "role": "user",
+            "content": '<tool_response>\n{"temp": 3}\n</tool_response>\n'
+            "<tool_response>\nrain\n</tool_response>",
+        },
+    ]

@@ -16,7 +16,7 @@ from trustee_rl.policy.chat import (
     chat_format_for,
     detect_chat_format,
 )
-from trustee_rl.policy.hermes import to_text_messages
+from trustee_rl.lm.hermes import to_text_messages
 from trustee_rl.policy.ledger import TemplateError, TokenLedger
 from trustee_rl.policy.model import embedded_checkpoint
 from trustee_rl.schema import Message, ToolCall

@@ -42,6 +42,7 @@ from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateChatCompletionResponse
 
 from trustee_rl.lm.base import Completion, LMError, LMUnavailable
+from trustee_rl.lm.hermes import to_text_messages
 from trustee_rl.schema import Usage
 
 MODEL_ID = "smollm2-135m-instruct"
@@ -136,7 +137,7 @@ class EmbeddedLM:
         seed: int | None,
         stop: list[str] | None,
     ) -> Completion:
-        chat = to_chatml_messages(messages)
+        chat = to_text_messages(messages, [])
         with _LOCK:
             start = time.perf_counter()
             llama = self._llama()
@@ -196,38 +197,6 @@ class EmbeddedLM:
             raise LMUnavailable(
                 f"embedded model could not be loaded from {path}: {error}"
             ) from error
-
-
-def to_chatml_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """OpenAI-format messages as plain {role, content} turns the ChatML template can render."""
-    turns: list[dict[str, str]] = []
-    for message in messages:
-        role = message["role"]
-        if role == "tool":
-            block = f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"
-            previous = turns[-1] if turns else None
-            if previous is not None and previous["content"].startswith("<tool_response>"):
-                previous["content"] += "\n" + block
-            else:
-                turns.append({"role": "user", "content": block})
-        elif role == "assistant":
-            turns.append({"role": "assistant", "content": _assistant_text(message)})
-        else:
-            turns.append({"role": role, "content": message.get("content") or ""})
-    return turns
-
-
-def _assistant_text(message: dict[str, Any]) -> str:
-    parts = [message["content"]] if message.get("content") else []
-    for call in message.get("tool_calls") or []:
-        function = call.get("function", call)
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):
-            with contextlib.suppress(json.JSONDecodeError):
-                arguments = json.loads(arguments)
-        payload = json.dumps({"name": function.get("name"), "arguments": arguments})
-        parts.append(f"<tool_call>\n{payload}\n</tool_call>")
-    return "\n".join(parts)
 
 
 def _sampler_seed(seed: int | None) -> int:

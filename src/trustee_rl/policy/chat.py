@@ -13,6 +13,7 @@ For a conversation that opens with a system message both give the same text.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -20,7 +21,12 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from trustee_rl.policy.hermes import parse_assistant_text, to_text_messages
+from trustee_rl.lm.hermes import (
+    TOOLS_POSTAMBLE,
+    TOOLS_PREAMBLE,
+    parse_assistant_text,
+    to_text_messages,
+)
 from trustee_rl.schema import Message, Tool
 
 END_OF_TURN = "<|im_end|>"
@@ -35,18 +41,18 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-QWEN_CHAT_TEMPLATE = """\
+_QWEN_TEMPLATE_SOURCE = """\
 {%- if tools %}
     {{- '<|im_start|>system\\n' }}
     {%- if messages[0].role == 'system' %}
         {{- messages[0].content + '\\n\\n' }}
     {%- endif %}
-    {{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
+    {{- TOOLS_PREAMBLE }}
     {%- for tool in tools %}
         {{- "\\n" }}
         {{- tool | tojson }}
     {%- endfor %}
-    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
+    {{- "\\n" + TOOLS_POSTAMBLE + "<|im_end|>\\n" }}
 {%- else %}
     {%- if messages[0].role == 'system' %}
         {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
@@ -87,6 +93,11 @@ QWEN_CHAT_TEMPLATE = """\
     {{- '<|im_start|>assistant\\n' }}
 {%- endif %}
 """
+
+# The tools preamble is the one Hermes renderer's (lm/hermes.py), spelled as Jinja string literals.
+QWEN_CHAT_TEMPLATE = _QWEN_TEMPLATE_SOURCE.replace(
+    "TOOLS_PREAMBLE", json.dumps(TOOLS_PREAMBLE)
+).replace("TOOLS_POSTAMBLE", json.dumps(TOOLS_POSTAMBLE))
 
 _THINK_RE = re.compile(r"<think>.*?(?:</think>|$)\s*", re.DOTALL)
 

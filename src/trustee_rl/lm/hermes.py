@@ -1,12 +1,17 @@
-"""The Hermes/Qwen tool-calling text format: tools in the system turn, `<tool_call>` in replies.
+"""The Hermes/Qwen tool-calling text format: tools in the system turn, `<tool_call>` in replies,
+results in `<tool_response>` user turns. The one renderer of it: the policy's chat formats, the
+embedded backend and the warm start all go through here.
 
 Qwen3 speaks this format natively, so the 8B path and the small embedded model share one rendering.
+It works on OpenAI-format dicts, the lingua franca of every backend (`Message.to_openai()`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from trustee_rl.schema import Message, Tool, ToolCall
@@ -24,17 +29,29 @@ TOOLS_POSTAMBLE = (
 )
 
 
-def tools_system_prompt(system_prompt: str, tools: list[Tool]) -> str:
+ToolSpec = Tool | dict[str, Any]  # a Tool, or its OpenAI spec
+Turn = Message | dict[str, Any]  # a Message, or its OpenAI form
+
+
+def tools_system_prompt(system_prompt: str, tools: Sequence[ToolSpec]) -> str:
     if not tools:
         return system_prompt
-    specs = "\n".join(json.dumps(tool.to_openai(), ensure_ascii=False) for tool in tools)
+    specs = "\n".join(json.dumps(_spec(tool), ensure_ascii=False) for tool in tools)
     block = f"{TOOLS_PREAMBLE}\n{specs}\n{TOOLS_POSTAMBLE}"
     # As Qwen3's template does: an empty system prompt leaves the tools block alone in the turn.
     return f"{system_prompt}\n\n{block}" if system_prompt else block
 
 
 def format_tool_call(call: ToolCall) -> str:
-    body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+    return _call_text(call.name, call.arguments)
+
+
+def _call_text(name: str, arguments: Any) -> str:
+    """One call as the model writes it; `arguments` may arrive JSON-encoded (OpenAI wire format)."""
+    if isinstance(arguments, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            arguments = json.loads(arguments)
+    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     return f"<tool_call>\n{body}\n</tool_call>"
 
 
@@ -64,27 +81,35 @@ def _parse_call(body: str) -> ToolCall:
     return ToolCall(name=data["name"], arguments=arguments)
 
 
-def to_text_messages(messages: list[Message], tools: list[Tool]) -> list[dict[str, Any]]:
+def to_text_messages(messages: Sequence[Turn], tools: Sequence[ToolSpec]) -> list[dict[str, str]]:
     """OpenAI-format messages for a model without native tool calling: tools rendered into the
     system turn, calls as `<tool_call>` text, results as `<tool_response>` user turns (Qwen's way)."""
-    rendered: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "system":
-            rendered.append(
-                {"role": "system", "content": tools_system_prompt(message.content or "", tools)}
-            )
-        elif message.role == "assistant":
-            parts = [message.content] if message.content else []
-            parts += [format_tool_call(call) for call in message.tool_calls]
-            rendered.append({"role": "assistant", "content": "\n".join(parts)})
-        elif message.role == "tool":
-            block = f"<tool_response>\n{message.content}\n</tool_response>"
-            if rendered and rendered[-1]["role"] == "user" and rendered[-1].get("tool_block"):
+    rendered: list[dict[str, str]] = []
+    results_open = False  # whether the last rendered turn is a block of tool results
+    for turn in messages:
+        message = turn.to_openai() if isinstance(turn, Message) else turn
+        role, content = message["role"], message.get("content") or ""
+        if role == "tool":
+            block = f"<tool_response>\n{content}\n</tool_response>"
+            if results_open:
                 rendered[-1]["content"] += "\n" + block
             else:
-                rendered.append({"role": "user", "content": block, "tool_block": True})
+                rendered.append({"role": "user", "content": block})
+            results_open = True
+            continue
+        results_open = False
+        if role == "system":
+            rendered.append({"role": "system", "content": tools_system_prompt(content, tools)})
+        elif role == "assistant":
+            parts = [content] if content else []
+            for call in message.get("tool_calls") or []:
+                function = call.get("function", call)
+                parts.append(_call_text(function.get("name", ""), function.get("arguments", {})))
+            rendered.append({"role": "assistant", "content": "\n".join(parts)})
         else:
-            rendered.append({"role": message.role, "content": message.content or ""})
-    for item in rendered:
-        item.pop("tool_block", None)
+            rendered.append({"role": role, "content": content})
     return rendered
+
+
+def _spec(tool: ToolSpec) -> dict[str, Any]:
+    return tool.to_openai() if isinstance(tool, Tool) else tool
