@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from trustee_rl.evaluate.agent import LocalAgent
-from trustee_rl.evaluate.tau2 import tau2_tools_as_ours  # first: it quiets tau2's logging
-from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.evaluate.tau2.agent import tau2_tools_as_ours  # first: it quiets tau2's logging
+from trustee_rl.policy.factory import open_transformers_policy
 from trustee_rl.schema import Message
 
 CUSTOMER = "Hi, I want to cancel my reservation EHGLP3. My user id is emma_kim_9957."
@@ -29,7 +28,7 @@ def main() -> None:
     from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
     from tau2.registry import registry
 
-    agent = LocalAgent("embedded", max_new_tokens=args.max_tokens)
+    policy = open_transformers_policy("embedded", max_new_tokens=args.max_tokens)
     environment = registry.get_env_constructor(args.domain)()
     system = SYSTEM_PROMPT.format(
         agent_instruction=AGENT_INSTRUCTION, domain_policy=environment.get_policy()
@@ -40,22 +39,22 @@ def main() -> None:
         Message(role="user", content=CUSTOMER),
     ]
     tools = tau2_tools_as_ours(environment.get_tools())
-    context = TokenLedger(agent.tokenizer, agent.chat_format).start(messages, tools)
-    opening = agent.openings.opening(context)
+    context = policy.new_ledger().start(messages, tools)
+    opening = policy.openings.opening(context)
     if opening is None:
         raise SystemExit("this conversation's opening is too short to be cached")
 
     start = time.perf_counter()
-    agent.openings.copy(opening)
+    policy.openings.copy(opening)
     fill_s = time.perf_counter() - start
     full_s, cached_s = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        (full,) = agent.generate([context], args.max_tokens)
+        (full,) = policy.generator([context], args.max_tokens)
         full_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        (cached,) = agent.generate(
-            [context], args.max_tokens, prefix_cache=agent.openings.copy(opening)
+        (cached,) = policy.generator(
+            [context], args.max_tokens, prefix_cache=policy.openings.copy(opening)
         )
         cached_s.append(time.perf_counter() - start)
 

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from trustee_rl.cli import app
 from trustee_rl.evaluate import bfcl
-from trustee_rl.evaluate.agent import Conversation
 from trustee_rl.evaluate.bfcl_sandbox import Sandbox, SandboxError
+from trustee_rl.policy.base import Conversation
+from trustee_rl.testing.bfcl_truth import GroundTruthPolicy
 from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply
 
 runner = CliRunner()
@@ -39,8 +40,8 @@ UNPASSABLE = {
 def ground_truth_run(out: Path, categories: list[str], limit: int | None) -> dict[str, Any]:
     bfcl.use_project_root(out)
     entries = [entry for category in categories for entry in bfcl.load_entries(category, limit)]
-    evaluation = bfcl.Evaluation(bfcl.GroundTruthAgent(entries), out)
-    return asyncio.run(evaluation.run(categories, limit))
+    policy = GroundTruthPolicy(entries)
+    return asyncio.run(bfcl.evaluate_bfcl(policy, out, categories, limit))
 
 
 def failures(out: Path) -> set[str]:
@@ -86,8 +87,8 @@ def test_results_are_cached_and_a_rerun_resumes(tmp_path: Path) -> None:
 def test_a_wrong_call_fails_bfcls_checker(tmp_path: Path) -> None:
     bfcl.use_project_root(tmp_path)
     entry = bfcl.load_entries("simple_python", 1)[0]
-    agent = bfcl.GroundTruthAgent([entry])
-    right = asyncio.run(agent.respond([Conversation([], [], entry.id)]))[0]
+    policy = GroundTruthPolicy([entry])
+    right = asyncio.run(policy.act([Conversation([], [], key=entry.id)]))[0]
     assert bfcl.check_single_turn(entry, right)[0]
     wrong = right.model_copy(deep=True)
     name = next(iter(wrong.tool_calls[0].arguments))
@@ -132,12 +133,12 @@ def test_url_model_is_asked_with_bfcls_tools_and_scored(tmp_path: Path) -> None:
     """A model behind an OpenAI-compatible server: native tool calls in, BFCL verdicts out."""
     bfcl.use_project_root(tmp_path)
     entries = bfcl.load_entries("simple_python", 3)
-    truth = bfcl.GroundTruthAgent(entries)
+    truth = GroundTruthPolicy(entries)
     requests: list[dict[str, Any]] = []
 
     answers = {}
     for entry in entries[:2]:
-        reply = asyncio.run(truth.respond([Conversation([], [], entry.id)]))[0]
+        reply = asyncio.run(truth.act([Conversation([], [], key=entry.id)]))[0]
         calls = [{"name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
         answers[calls[0]["name"]] = Reply(tool_calls=calls)
 

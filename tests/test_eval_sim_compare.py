@@ -10,9 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from trustee_rl.cli import app
-from trustee_rl.evaluate.results import update_summary
-from trustee_rl.evaluate.simbench import load_tasks
+from trustee_rl.evaluate.results import ItemKey, ResultCache, update_summary
+from trustee_rl.evaluate.simbench import load_tasks, tasks_label
+from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.catalog import load_catalog
+from trustee_rl.store import RunStore
 from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer, Reply
 
 runner = CliRunner()
@@ -113,3 +115,73 @@ def test_one_output_dir_holds_one_model(tmp_path: Path) -> None:
     update_summary(tmp_path, "a", "bfcl", {"scores": {}})
     with pytest.raises(ValueError, match="holds results of 'a'"):
         update_summary(tmp_path, "b", "bfcl", {"scores": {}})
+
+
+def test_sim_benchmark_plays_the_held_out_tasks_a_training_run_froze(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    written = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "file", "--n", "2")
+    assert written.exit_code == 0, written.output
+    run = tmp_path / "run"
+    with RunStore.create(run, {"seed": 0}) as store:
+        store.freeze_heldout_tasks(load_tasks(tasks))
+
+    args = ["eval", "sim", "--model", server.base_url, "--run-dir", str(run),
+            "--simulator", server.base_url, "--out", str(tmp_path / "run-eval"), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["tasks"] == tasks_label(load_tasks(tasks))
+    assert figures["scores"] == json.loads(written.stdout)["scores"]  # the same tasks and seed
+
+    both = runner.invoke(app, [*args, "--tasks", str(tasks)])
+    assert both.exit_code == 2 and "--run-dir RUN" in both.output
+    more = runner.invoke(app, [*args, "--n", "3"])
+    assert more.exit_code == 2 and "frozen already" in more.output
+    with RunStore.create(tmp_path / "bare", {"seed": 0}):
+        pass
+    bare = runner.invoke(app, [*args[:5], str(tmp_path / "bare"), *args[6:]])
+    assert bare.exit_code == 2 and "holds no held-out tasks" in bare.output
+
+
+def test_eval_settings_come_from_a_file_flags_and_set_in_that_order(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        f"model: {server.base_url}\nsimulator: {server.base_url}\ntasks: {tasks}\n"
+        f"n: 2\nseed: 3\nout: {tmp_path / 'from-file'}\nconcurrency: 1\n"
+    )
+    args = ["eval", "sim", "--config", str(config), "--out", str(tmp_path / "from-flag"),
+            "--seed", "4", "--set", "seed=5", "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "from-file").exists()  # the flag beat the file
+    episodes = ResultCache(tmp_path / "from-flag")
+    try:
+        frozen = load_tasks(tasks)
+        key = ItemKey(tasks_label(frozen), frozen[0].id)
+        hit = episodes.get(f"default@{server.base_url}", "sim", key)
+    finally:
+        episodes.close()
+    assert hit is not None
+    assert hit.record["episode"]["seed"] == derive_seed(5, "eval-sim", 0)  # --set beat the flag
+
+    unknown = runner.invoke(app, ["eval", "sim", "--config", str(config), "--set", "temperature=1"])
+    assert unknown.exit_code == 2 and "invalid configuration: temperature" in unknown.output
+    bad = runner.invoke(app, ["eval", "bfcl", "--model", "embedded", "--set", "max_tokens=0"])
+    assert bad.exit_code == 2 and "max_tokens" in bad.output
+
+
+def test_compare_takes_its_dirs_from_a_config_file(tmp_path: Path) -> None:
+    update_summary(tmp_path / "a", "embedded", "sim", {"scores": {"success rate": 0.5}})
+    config = tmp_path / "compare.yaml"
+    config.write_text(f"dirs: [{tmp_path / 'a'}]\nplot: null\n")
+    result = runner.invoke(app, ["eval", "compare", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == [
+        {"benchmark": "sim", "metric": "success rate", "values": [0.5]}
+    ]
+    assert "chart:" not in result.stderr

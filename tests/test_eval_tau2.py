@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,14 @@ from typer.testing import CliRunner
 
 from trustee_rl.cli import app
 from trustee_rl.evaluate import tau2
-from trustee_rl.evaluate.agent import Conversation, ServerAgent
-from trustee_rl.evaluate.results import ResultCache, read_summary
-from trustee_rl.evaluate.serve_lm import LMServer
+from trustee_rl.evaluate.results import ItemKey, ResultCache, read_summary, update_summary
 from trustee_rl.lm.base import Completion, LMError
+from trustee_rl.lm.serve import LMServer
+from trustee_rl.policy.base import Conversation
+from trustee_rl.policy.factory import open_policy
 from trustee_rl.schema import Message, ToolCall
 from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply
+from trustee_rl.testing.tau2_replay import ReplayPolicy, replay_check
 
 STOP = "###STOP###"
 
@@ -37,15 +38,17 @@ def agent_and_user(request: dict[str, Any]) -> Reply:
     return user_turn(request)
 
 
-class FakeAgent:
-    """An `Agent` answering every turn with `reply` (or raising it)."""
+class FakePolicy:
+    """A `Policy` answering every turn with `reply` (or raising it)."""
+
+    trainable = False
 
     def __init__(self, reply: Message | Exception, name: str = "fake") -> None:
         self.reply = reply
         self.name = name
         self.turns = 0
 
-    async def respond(self, conversations: Sequence[Conversation]) -> list[Message]:
+    async def act(self, conversations: Sequence[Conversation]) -> list[Message]:
         self.turns += len(conversations)
         if isinstance(self.reply, Exception):
             raise self.reply
@@ -55,27 +58,28 @@ class FakeAgent:
         return None
 
 
-async def test_replay_agent_scores_one_on_airline_and_retail(tmp_path: Path) -> None:
-    seen: list[tuple[int, int]] = []
-    figures = await tau2.replay_check(
+async def test_replay_policy_scores_one_on_airline_and_retail(tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    figures = await replay_check(
         domains=["airline", "retail"],
         limit=3,
         out=tmp_path,
-        progress=lambda done, total: seen.append((done, total)),
+        progress=lambda domain, done, total: seen.append((domain, done, total)),
     )
     assert figures["scores"] == {"airline pass^1": 1.0, "retail pass^1": 1.0}
     assert figures["counts"]["airline passed"] == 3
     assert figures["counts"]["retail passed"] == 3
-    assert seen[-1] == (6, 6)
+    assert seen[-1] == ("retail", 3, 3)
+    assert ("airline", 3, 3) in seen
     # tau2's own results file sits under the output dir and holds every episode.
     results = json.loads((tmp_path / "tau2" / "retail.json").read_text())
     assert len(results["simulations"]) == 3
     assert {s["reward_info"]["reward"] for s in results["simulations"]} == {1.0}
 
 
-async def test_server_agent_end_to_end_caches_and_resumes(tmp_path: Path) -> None:
+async def test_server_policy_end_to_end_caches_and_resumes(tmp_path: Path) -> None:
     with LoopbackOpenAIServer(agent_and_user) as server:
-        agent = ServerAgent(server.base_url, "loopback-model")
+        agent = open_policy(server.base_url, model_name="loopback-model", temperature=0.0)
         try:
             figures = await tau2.evaluate_tau2(
                 agent,
@@ -101,11 +105,11 @@ async def test_server_agent_end_to_end_caches_and_resumes(tmp_path: Path) -> Non
             assert {"book_reservation", "cancel_reservation"} <= names
 
             cache = ResultCache(tmp_path)
-            score, record = cache.get(agent.name, "tau2", "airline", "0", 1) or (None, {})
+            hit = cache.get(agent.name, "tau2", ItemKey("airline", "0", 1))
             cache.close()
-            assert score == 1.0
-            assert record["termination"] == "user_stop"
-            assert record["simulation"]["messages"][1]["content"].startswith("I need help")
+            assert hit is not None and hit.score == 1.0
+            assert hit.record["termination"] == "user_stop"
+            assert hit.record["simulation"]["messages"][1]["content"].startswith("I need help")
 
             again = await tau2.evaluate_tau2(
                 agent,
@@ -129,17 +133,17 @@ async def test_empty_agent_turn_scores_zero_and_failing_agent_stops_the_run(
     tmp_path: Path,
 ) -> None:
     with LoopbackOpenAIServer(user_turn) as server:
-        empty = FakeAgent(Message(role="assistant", content="  "))
+        empty = FakePolicy(Message(role="assistant", content="  "))
         figures = await tau2.evaluate_tau2(
             empty, domains=["retail"], user_simulator=server.base_url, limit=1, out=tmp_path
         )
         assert figures["scores"] == {"retail pass^1": 0.0}
         cache = ResultCache(tmp_path)
-        hit = cache.get("fake", "tau2", "retail", "0", 0)
+        hit = cache.get("fake", "tau2", ItemKey("retail", "0"))
         cache.close()
-        assert hit is not None and hit[1]["termination"] == "agent_error"
+        assert hit is not None and hit.record["termination"] == "agent_error"
 
-        broken = FakeAgent(LMError("server down"), name="broken")
+        broken = FakePolicy(LMError("server down"), name="broken")
         with pytest.raises(LMError, match="server down"):
             await tau2.evaluate_tau2(
                 broken,
@@ -150,7 +154,7 @@ async def test_empty_agent_turn_scores_zero_and_failing_agent_stops_the_run(
                 concurrency=2,
             )
         cache = ResultCache(tmp_path / "broken")
-        assert cache.get("broken", "tau2", "retail", "0", 0) is None
+        assert cache.get("broken", "tau2", ItemKey("retail", "0")) is None
         cache.close()
 
 
@@ -161,7 +165,7 @@ async def test_unusable_user_message_leaves_the_episode_unscored(
     tmp_path: Path, reply: Reply
 ) -> None:
     with LoopbackOpenAIServer(lambda request: reply) as server:
-        agent = FakeAgent(Message(role="assistant", content="Hello."))
+        agent = FakePolicy(Message(role="assistant", content="Hello."))
         figures = await tau2.evaluate_tau2(
             agent, domains=["airline"], user_simulator=server.base_url, limit=1, out=tmp_path
         )
@@ -171,13 +175,13 @@ async def test_unusable_user_message_leaves_the_episode_unscored(
 
 
 async def test_resuming_with_another_user_simulator_is_refused(tmp_path: Path) -> None:
-    await tau2.replay_check(domains=["airline"], limit=1, out=tmp_path)
+    await replay_check(domains=["airline"], limit=1, out=tmp_path)
     with (
         LoopbackOpenAIServer(user_turn, model="other-user") as server,
         pytest.raises(ValueError, match="user simulator"),
     ):
         await tau2.evaluate_tau2(
-            tau2.ReplayAgent(),
+            ReplayPolicy(),
             domains=["airline"],
             user_simulator=server.base_url,
             limit=1,
@@ -188,7 +192,7 @@ async def test_resuming_with_another_user_simulator_is_refused(tmp_path: Path) -
 async def test_an_episode_cut_at_max_steps_scores_zero_and_its_dir_keeps_that_limit(
     tmp_path: Path,
 ) -> None:
-    agent = FakeAgent(Message(role="assistant", content="How else can I help?"))
+    agent = FakePolicy(Message(role="assistant", content="How else can I help?"))
     with LoopbackOpenAIServer(lambda request: Reply(content="Tell me more.")) as server:
         figures = await tau2.evaluate_tau2(
             agent,
@@ -201,9 +205,9 @@ async def test_an_episode_cut_at_max_steps_scores_zero_and_its_dir_keeps_that_li
         assert figures["scores"] == {"airline pass^1": 0.0}
         assert figures["max_steps"] == 4
         cache = ResultCache(tmp_path)
-        hit = cache.get("fake", "tau2", "airline", "0", 0)
+        hit = cache.get("fake", "tau2", ItemKey("airline", "0"))
         cache.close()
-        assert hit is not None and hit[1]["termination"] == "max_steps"
+        assert hit is not None and hit.record["termination"] == "max_steps"
         assert agent.turns == 2  # greeting, user, agent, user, agent: 4 steps after the greeting
         with pytest.raises(ValueError, match="max steps 4, not 6"):
             await tau2.evaluate_tau2(
@@ -221,7 +225,7 @@ async def test_unreachable_user_simulator_is_a_clear_error(tmp_path: Path) -> No
         url = server.base_url  # a port that was just closed
     with pytest.raises(LMError, match=r"user simulator at .* cannot be reached"):
         await tau2.evaluate_tau2(
-            FakeAgent(Message(role="assistant", content="x")),
+            FakePolicy(Message(role="assistant", content="x")),
             domains=["retail"],
             user_simulator=url,
             limit=1,
@@ -246,30 +250,9 @@ async def test_bad_input_is_a_clear_error(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         await tau2.evaluate_tau2(
-            FakeAgent(Message(role="assistant", content="x")), out=tmp_path, **arguments
+            FakePolicy(Message(role="assistant", content="x")), out=tmp_path, **arguments
         )
     assert not (tmp_path / "summary.json").exists()
-
-
-def test_wall_time_counts_seconds_with_episodes_in_flight_across_resumed_sessions() -> None:
-    from tau2.data_model.simulation import SimulationRun, TerminationReason
-
-    def episode(start_s: int, end_s: int) -> SimulationRun:
-        day = datetime(2026, 1, 1)
-        return SimulationRun(
-            id=f"{start_s}-{end_s}",
-            task_id="0",
-            start_time=(day + timedelta(seconds=start_s)).isoformat(),
-            end_time=(day + timedelta(seconds=end_s)).isoformat(),
-            duration=end_s - start_s,
-            termination_reason=TerminationReason.USER_STOP,
-            messages=[],
-        )
-
-    # Two overlapping episodes in one session, then one in a session resumed an hour later.
-    runs = [episode(3600, 3630), episode(0, 10), episode(5, 20)]
-    assert tau2.busy_seconds(runs) == 50.0
-    assert tau2.busy_seconds([]) == 0.0
 
 
 def test_pass_hat_k_is_the_unbiased_estimator() -> None:
@@ -327,7 +310,7 @@ async def test_lm_server_serves_an_lm_to_litellm() -> None:
 
 @pytest.mark.embedded
 async def test_embedded_user_simulator_plays_a_bounded_episode(tmp_path: Path) -> None:
-    agent = FakeAgent(Message(role="assistant", content="Could you tell me your user id?"))
+    agent = FakePolicy(Message(role="assistant", content="Could you tell me your user id?"))
     figures = await tau2.evaluate_tau2(
         agent,
         domains=["airline"],
@@ -343,10 +326,8 @@ async def test_embedded_user_simulator_plays_a_bounded_episode(tmp_path: Path) -
 
 
 async def test_an_output_dir_of_another_model_is_refused_before_running(tmp_path: Path) -> None:
-    from trustee_rl.evaluate.results import update_summary
-
     update_summary(tmp_path, "other-model", "bfcl", {"scores": {}})
-    agent = FakeAgent(Message(role="assistant", content="x"))
+    agent = FakePolicy(Message(role="assistant", content="x"))
     with pytest.raises(ValueError, match="holds results of 'other-model'"):
         await tau2.evaluate_tau2(
             agent, domains=["retail"], user_simulator="http://127.0.0.1:9/v1", out=tmp_path

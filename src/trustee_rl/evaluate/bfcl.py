@@ -2,7 +2,7 @@
 
 The model is asked the way BFCL asks function-calling models: BFCL's function docs (with its
 language hints) converted to OpenAI tools by BFCL's own converter, the entry's messages as they are.
-Our agent renders and parses them in its training format; its calls become BFCL's decoded form
+The policy renders and parses them in its training format; its calls become BFCL's decoded form
 `[{name: {arg: value}}]`, which BFCL's AST checker grades. Multi-turn entries run BFCL's loop
 (up to 20 steps a turn, held-out functions added where the entry says) with the backends and the
 checker in a sandbox process, since both `eval()` text built from model output.
@@ -10,25 +10,18 @@ checker in a sandbox process, since both `eval()` text built from model output.
 
 from __future__ import annotations
 
-import ast
-import json
 import os
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trustee_rl.evaluate.agent import Agent, Conversation
 from trustee_rl.evaluate.bfcl_sandbox import MODEL_NAME, Sandbox, SandboxError
-from trustee_rl.evaluate.results import (
-    ResultCache,
-    gather_bounded,
-    read_summary,
-    update_summary,
-)
-from trustee_rl.policy.hermes import format_tool_call, parse_assistant_text
-from trustee_rl.schema import Message, Tool, ToolCall
+from trustee_rl.evaluate.harness import CategoryResults, Item, Progress, Scored, run_benchmark
+from trustee_rl.evaluate.results import ItemKey
+from trustee_rl.policy.base import Conversation, Policy
+from trustee_rl.schema import Message, Tool
 
 BENCHMARK = "bfcl"
 
@@ -66,8 +59,7 @@ NEEDS_INTERNET = {
     "memory_vector": "downloads an embedding model for its vector store",
 }
 GROUPS = {"non_live": NON_LIVE, "live": LIVE, "multi_turn": MULTI_TURN, "all": CATEGORIES}
-
-Progress = Callable[[str, int, int], None]  # category, done, total
+DEFAULT_CONCURRENCY = 16
 
 
 def resolve_categories(names: list[str]) -> tuple[list[str], list[str]]:
@@ -179,79 +171,82 @@ def decoded_calls(reply: Message) -> list[dict[str, dict[str, Any]]] | str:
     return [{call.name: call.arguments} for call in reply.tool_calls]
 
 
-class Evaluation:
-    """One model over some BFCL categories, resuming from the cache in `out`."""
+@dataclass
+class MultiTurnPlay:
+    """A multi-turn entry as played: BFCL's call text per turn and step, or why it stopped."""
+
+    decoded: list[list[list[str]]]
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+class BfclBenchmark:
+    """Some BFCL categories, as a harness `Benchmark`. Multi-turn entries run BFCL's backends and
+    checker in a sandbox process that lives as long as the session."""
+
+    name = BENCHMARK
 
     def __init__(
         self,
-        agent: Agent,
         out: Path,
-        *,
-        progress: Progress | None = None,
-        concurrency: int = 16,
+        categories: Sequence[str],
+        limit: int | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         use_project_root(out)
         _register_model()
-        self.agent = agent
-        self.out = out
-        self.cache = ResultCache(out)
-        self.progress = progress
+        self.categories = list(categories)
+        self.limit = limit
         self.concurrency = concurrency
+        self.settings: dict[str, Any] = {}
         self.sandbox = Sandbox(out / "bfcl_sandbox")
 
-    async def run(self, categories: list[str], limit: int | None) -> dict[str, Any]:
+    def items(self) -> list[Item[Entry]]:
+        return [
+            Item(ItemKey(category, entry.id), entry)
+            for category in self.categories
+            for entry in load_entries(category, self.limit)
+        ]
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
         try:
-            figures: dict[str, dict[str, Any]] = {}
-            for category in categories:
-                figures[category] = await self.run_category(category, limit)
-            return self.summarise(figures)
+            yield
         finally:
             await self.sandbox.close()
-            self.cache.close()
 
-    async def run_category(self, category: str, limit: int | None) -> dict[str, Any]:
-        entries = load_entries(category, limit)
-        started = time.perf_counter()
-        scores: dict[str, float] = {}
-        todo: list[Entry] = []
-        for entry in entries:
-            cached = self.cache.get(self.agent.name, BENCHMARK, category, entry.id)
-            if cached is None:
-                todo.append(entry)
-            else:
-                scores[entry.id] = cached[0]
-        self._report(category, len(scores), len(entries))
-        grade = self._grade_multi_turn if category in MULTI_TURN else self._grade_single_turn
-
-        async def score(entry: Entry) -> None:
-            valid, record = await grade(entry)
-            self.cache.put(self.agent.name, BENCHMARK, category, entry.id, float(valid), record)
-            scores[entry.id] = float(valid)
-            self._report(category, len(scores), len(entries))
-
-        await gather_bounded(todo, self.concurrency, score)
-        return {
-            "accuracy": sum(scores.values()) / len(entries) if entries else 0.0,
-            "entries": len(entries),
-            "wall_s": round(time.perf_counter() - started, 1),
-            "from_cache": len(entries) - len(todo),
-        }
-
-    def _report(self, category: str, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(category, done, total)
-
-    # -- single-turn (AST and relevance) -------------------------------------------------------
-    async def _grade_single_turn(self, entry: Entry) -> tuple[bool, dict[str, Any]]:
+    async def play(self, item: Item[Entry], policy: Policy) -> Message | MultiTurnPlay:
+        entry = item.data
+        if entry.category in MULTI_TURN:
+            return await self._play_multi_turn(entry, policy)
         conversation = Conversation(
-            _messages(entry.data["question"][0]), bfcl_tools(entry.data["function"]), entry.id
+            _messages(entry.data["question"][0]), bfcl_tools(entry.data["function"]), key=entry.id
         )
-        reply = (await self.agent.respond([conversation]))[0]
-        valid, detail = check_single_turn(entry, reply)
-        return valid, {"reply": reply.model_dump(mode="json"), **detail}
+        (reply,) = await policy.act([conversation])
+        return reply
 
-    # -- multi-turn ------------------------------------------------------------------------------
-    async def _grade_multi_turn(self, entry: Entry) -> tuple[bool, dict[str, Any]]:
+    async def score(self, item: Item[Entry], outcome: Message | MultiTurnPlay) -> Scored:
+        if isinstance(outcome, Message):
+            valid, detail = check_single_turn(item.data, outcome)
+            return Scored(float(valid), {"reply": outcome.model_dump(mode="json"), **detail})
+        if outcome.error is not None:
+            return Scored(0.0, {"error": outcome.error, "transcript": outcome.transcript})
+        try:
+            verdict = await self.sandbox.check(outcome.decoded, item.data.answer, item.data.data)
+        except SandboxError as error:
+            return Scored(0.0, {"error": f"sandbox: {error}", "transcript": outcome.transcript})
+        return Scored(
+            float(bool(verdict["valid"])),
+            {
+                "error": None if verdict["valid"] else verdict.get("error_message", verdict),
+                "transcript": outcome.transcript,
+            },
+        )
+
+    async def _play_multi_turn(self, entry: Entry, policy: Policy) -> MultiTurnPlay:
+        """BFCL's loop: each turn's user message (or, where the entry holds functions back, the
+        prompt announcing them), then up to BFCL's step limit of calls run in the sandbox, until
+        a reply without calls moves on to the next turn."""
         from bfcl_eval.constants.default_prompts import (
             DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC,
             MAXIMUM_STEP_LIMIT,
@@ -262,8 +257,7 @@ class Evaluation:
         held_out: dict[str, list[dict[str, Any]]] = entry.data.get("missed_function", {})
         long_context = "long_context" in entry.category
         messages: list[Message] = []
-        decoded: list[list[list[str]]] = []
-        transcript: list[dict[str, Any]] = []
+        played = MultiTurnPlay([])
         try:
             for turn, turn_messages in enumerate(entry.data["question"]):
                 if str(turn) in held_out:
@@ -276,9 +270,9 @@ class Evaluation:
                 turn_decoded: list[list[str]] = []
                 for step in range(MAXIMUM_STEP_LIMIT + 1):
                     key = f"{entry.id}:{turn}:{step}"
-                    reply = (await self.agent.respond([Conversation(messages, tools, key)]))[0]
+                    (reply,) = await policy.act([Conversation(list(messages), tools, key=key)])
                     messages.append(reply)
-                    transcript.append(
+                    played.transcript.append(
                         {"turn": turn, "step": step, "reply": reply.model_dump(mode="json")}
                     )
                     calls = decoded_calls(reply)
@@ -292,36 +286,48 @@ class Evaluation:
                         for call, result in zip(reply.tool_calls, results, strict=True)
                     ]
                 else:
-                    return False, {
-                        "error": f"force-terminated: more than {MAXIMUM_STEP_LIMIT} steps in turn {turn}",
-                        "transcript": transcript,
-                    }
-                decoded.append(turn_decoded)
-            verdict = await self.sandbox.check(decoded, entry.answer, entry.data)
+                    played.error = (
+                        f"force-terminated: more than {MAXIMUM_STEP_LIMIT} steps in turn {turn}"
+                    )
+                    return played
+                played.decoded.append(turn_decoded)
         except SandboxError as error:
-            return False, {"error": f"sandbox: {error}", "transcript": transcript}
-        return bool(verdict["valid"]), {
-            "error": None if verdict["valid"] else verdict.get("error_message", verdict),
-            "transcript": transcript,
+            played.error = f"sandbox: {error}"
+        return played
+
+    def category_figures(self, results: CategoryResults) -> dict[str, Any]:
+        scores = [result.score for result in results.results]
+        return {
+            "accuracy": sum(scores) / results.items if results.items else 0.0,
+            "entries": results.items,
+            "wall_s": results.wall_s,
+            "from_cache": results.from_cache,
         }
 
-    # -- summary ---------------------------------------------------------------------------------
-    def summarise(self, figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """This run's categories, merged over those earlier runs into `out` evaluated."""
-        earlier = read_summary(self.out).get("benchmarks", {}).get(BENCHMARK, {})
-        merged = {
-            category: row
-            for category, row in (earlier.get("categories", {}) | figures).items()
-            if category in CATEGORIES
+    def figures(self, categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        known = {
+            category: categories[category] for category in CATEGORIES if category in categories
         }
-        merged = {category: merged[category] for category in CATEGORIES if category in merged}
-        summary = {
-            "scores": {category: row["accuracy"] for category, row in merged.items()}
-            | {f"{name} (overall)": value for name, value in bfcl_groups(merged).items()},
-            "categories": merged,
+        return {
+            "scores": {category: row["accuracy"] for category, row in known.items()}
+            | {f"{name} (overall)": value for name, value in bfcl_groups(known).items()},
+            "categories": known,
         }
-        update_summary(self.out, self.agent.name, BENCHMARK, summary)
-        return summary
+
+
+async def evaluate_bfcl(
+    policy: Policy,
+    out: Path,
+    categories: Sequence[str],
+    limit: int | None = None,
+    *,
+    progress: Progress | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> dict[str, Any]:
+    """`policy` on the first `limit` entries of each category, resuming from the cache in `out`;
+    the figures of the categories evaluated into `out` before are kept."""
+    benchmark = BfclBenchmark(out, categories, limit, concurrency)
+    return await run_benchmark(benchmark, policy, out, progress=progress)
 
 
 def check_single_turn(entry: Entry, reply: Message) -> tuple[bool, dict[str, Any]]:
@@ -388,135 +394,3 @@ def bfcl_groups(figures: dict[str, dict[str, Any]]) -> dict[str, float]:
         relevance = calculate_unweighted_accuracy([score(c) for c in RELEVANCE])
         groups["hallucination"] = relevance["accuracy"]
     return {name: float(value) for name, value in groups.items()}
-
-
-class GroundTruthAgent:
-    """Replays BFCL's ground truth as if a model wrote it: the first allowed value of every
-    argument, written as `<tool_call>` text and read back by the training parser. Scoring 100%
-    proves the plumbing (rendering, parsing, decoding, checking), not a model."""
-
-    name = "bfcl-ground-truth"
-
-    def __init__(self, entries: list[Entry]) -> None:
-        self.replies: dict[str, str] = {}
-        for entry in entries:
-            if entry.category in MULTI_TURN:
-                functions = entry.data["function"] + [
-                    function
-                    for added in entry.data.get("missed_function", {}).values()
-                    for function in added
-                ]
-                order = {f["name"]: list(f["parameters"]["properties"]) for f in functions}
-                for turn, calls in enumerate(entry.answer):
-                    self.replies[f"{entry.id}:{turn}:0"] = "".join(
-                        format_tool_call(parse_call_text(call, order)) for call in calls
-                    )
-            elif entry.answer is not None:
-                docs = {function["name"]: function for function in entry.checked_functions}
-                language = entry.category.removeprefix("simple_")
-                language = language if language in ("java", "javascript") else "python"
-                calls = [
-                    ToolCall(
-                        name=name.replace(".", "_"),
-                        arguments=first_choice_arguments(options, docs[name], language),
-                    )
-                    for answer in entry.answer
-                    for name, options in answer.items()
-                ]
-                self.replies[entry.id] = "".join(format_tool_call(call) for call in calls)
-            elif entry.category == "live_relevance":  # no ground truth: any call is right
-                first = bfcl_tools(entry.data["function"])[0]
-                self.replies[entry.id] = format_tool_call(ToolCall(name=first.name))
-
-    async def respond(self, conversations: Sequence[Conversation]) -> list[Message]:
-        replies = []
-        for conversation in conversations:
-            # Irrelevance entries, and multi-turn steps after a turn's calls, get plain text.
-            text = self.replies.get(conversation.key, "")
-            content, calls = parse_assistant_text(text)
-            replies.append(Message(role="assistant", content=content or "Done.", tool_calls=calls))
-        return replies
-
-    async def aclose(self) -> None:
-        return None
-
-
-def first_choice_arguments(
-    options: dict[str, list[Any]], doc: dict[str, Any], language: str = "python"
-) -> dict[str, Any]:
-    """One call from BFCL's possible answers and the function's doc: each documented argument's
-    first allowed value; an argument allowed to be absent ("") is left out unless the doc says it
-    is required. Java and JavaScript values are written as the source text BFCL asks for."""
-    properties = doc["parameters"].get("properties", {})
-    required = set(doc["parameters"].get("required", []))
-    arguments = {}
-    for name, allowed in options.items():
-        present = [value for value in allowed if value != ""]
-        if name not in properties or not present or (name not in required and allowed[0] == ""):
-            continue
-        value = _resolve_choice(present[0])
-        if language != "python":
-            value = source_literal(value, properties[name], language)
-        arguments[name] = value
-    return arguments
-
-
-def _resolve_choice(value: Any) -> Any:
-    # BFCL's dict checker reads one level: a dict's values are lists of allowed literals.
-    if isinstance(value, dict):
-        return {
-            key: (allowed[0] if isinstance(allowed, list) else allowed)
-            for key, allowed in value.items()
-            if not (isinstance(allowed, list) and (not allowed or allowed[0] == ""))
-        }
-    if isinstance(value, list):
-        return [_resolve_choice(item) for item in value]
-    return value
-
-
-def source_literal(value: Any, doc: dict[str, Any], language: str) -> str:
-    """`value` as Java or JavaScript source, in the forms BFCL's type converters read."""
-    kind = doc.get("type", "any")
-    items = doc.get("items", {})
-    if isinstance(value, str):  # already source text, as BFCL writes most Java and JS answers
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if language == "java":
-        if kind == "long":
-            return f"{value}L"
-        if kind == "float":
-            return f"{value}f"
-        if kind == "char":
-            return f"'{value}'"
-        if kind == "Array":
-            return (
-                "new Object[]{" + ", ".join(source_literal(v, items, language) for v in value) + "}"
-            )
-        if kind == "ArrayList":
-            quote = '"' if items.get("type") == "String" else ""
-            inner = ", ".join(f"{quote}{source_literal(v, items, language)}{quote}" for v in value)
-            return f"new ArrayList<>(Arrays.asList({inner}))"
-        if kind == "HashMap":
-            puts = " ".join(f'put("{k}", {json.dumps(v)});' for k, v in value.items())
-            return "new HashMap<String, Object>() {{ " + puts + " }}"
-        return str(value)
-    if kind == "Bigint":
-        return f"{value}n"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def parse_call_text(text: str, parameter_order: dict[str, list[str]]) -> ToolCall:
-    """A multi-turn ground-truth call, written as Python call text, as a ToolCall; positional
-    arguments, as in `sort('final_report.pdf')`, are named in the order of the function's doc."""
-    node = ast.parse(text, mode="eval").body
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        raise ValueError(f"not a plain function call: {text!r}")
-    name = node.func.id
-    positional = dict(
-        zip(parameter_order[name], (ast.literal_eval(arg) for arg in node.args), strict=False)
-    )
-    named = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-    return ToolCall(name=name, arguments=positional | named)

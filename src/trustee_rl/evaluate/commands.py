@@ -1,7 +1,9 @@
-"""`trustee eval`: benchmarks for any checkpoint, and their side-by-side comparison.
+"""`trustee eval`: benchmarks for any model, and their side-by-side comparison.
 
 Every evaluation writes into one output dir per model: `results.sqlite` (each scored item, so a
 re-run resumes) and `summary.json` (the headline figures that `trustee eval compare` reads).
+Every command also takes its settings from `--config FILE.yaml` and `--set key=value`
+(evaluate/config.py).
 """
 
 from __future__ import annotations
@@ -9,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from trustee_rl.environment import Environment
+    from trustee_rl.evaluate.config import ModelSettings, SimSettings
+    from trustee_rl.policy.base import Policy
+    from trustee_rl.schema import Task
+
+    Settings = TypeVar("Settings", bound=BaseModel)
 
 # tau2's own default (`tau2.config.DEFAULT_MAX_STEPS`), written out because tau2 loads slowly.
 TAU2_MAX_STEPS = 200
@@ -28,16 +39,16 @@ eval_app = typer.Typer(
 
 
 @eval_app.callback()
-def _settings() -> None:
+def _runtime() -> None:
     local_runtime()
 
 
 ModelOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
-        help="'embedded', a Hugging Face checkpoint dir (such as RUN_DIR/final), or an "
-        "http(s):// OpenAI-compatible server URL",
+        help="'embedded', a Hugging Face checkpoint dir (such as RUN_DIR/final), a hub id, a "
+        ".gguf file, or an http(s):// OpenAI-compatible server URL",
     ),
 ]
 ModelNameOption = Annotated[
@@ -50,36 +61,54 @@ OutOption = Annotated[
 MaxTokensOption = Annotated[
     int, typer.Option(min=1, help="most tokens the model may write per turn")
 ]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="YAML file of settings: the options' names with underscores, and concurrency",
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override one setting, e.g. --set concurrency=4 (repeatable)"),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the figures as JSON")]
 
 
-@contextmanager
-def _bar(description: str) -> Iterator[Any]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+def _settings(
+    ctx: typer.Context, model: type[Settings], config: Path | None, overrides: list[str] | None
+) -> Settings:
+    """The command's settings: its flags' defaults, the file, the flags given, each --set."""
+    from trustee_rl.evaluate.config import command_settings
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),  # stdout stays clean for --json
-    ) as progress:
-        tasks: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    for name, value in ctx.params.items():
+        if name not in model.model_fields:
+            continue
+        source = ctx.get_parameter_source(name)
+        # Compared by name: typer vendors its own copy of click's ParameterSource.
+        if source is not None and source.name == "COMMANDLINE":
+            given[name] = value
+        elif value is not None:
+            defaults[name] = value
+    try:
+        return command_settings(model, defaults, given, config, overrides or [])
+    except known_errors() as error:
+        fail(one_line(error))
 
-        def update(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"{description} {name}", total=total)
-            progress.update(tasks[name], completed=done, total=total)
 
-        yield update
-
-
-def _open_agent(model: str, model_name: str | None, max_tokens: int) -> Any:
-    from trustee_rl.evaluate.agent import open_agent
+def _open_policy(settings: ModelSettings) -> Policy:
+    """The model under evaluation, decoding greedily."""
+    from trustee_rl.policy.factory import open_policy
 
     try:
-        return open_agent(model, model_name, max_new_tokens=max_tokens)
+        return open_policy(
+            settings.model,
+            model_name=settings.model_name,
+            max_new_tokens=settings.max_tokens,
+            temperature=0.0,
+        )
     except known_errors(OSError) as error:
         fail(one_line(error))
 
@@ -107,27 +136,10 @@ def _default_out(label: str) -> Path:
     return Path("evals") / safe
 
 
-def _print_scores(title: str, scores: dict[str, float]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("score", justify="right")
-    for name, value in scores.items():
-        table.add_row(name, format_score(name, value))
-    Console().print(table)
-
-
-def format_score(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if "reward" in name else f"{value:.1%}"
-
-
 @eval_app.command()
 def bfcl(
-    model: ModelOption,
+    ctx: typer.Context,
+    model: ModelOption = None,
     model_name: ModelNameOption = None,
     categories: Annotated[
         str,
@@ -140,63 +152,56 @@ def bfcl(
     ] = None,
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """BFCL v4 offline: BFCL's own data, tool conversion and checkers, our policy's rendering."""
+    from trustee_rl.evaluate.config import BfclSettings
+    from trustee_rl.evaluate.tables import print_bfcl
+
+    settings = _settings(ctx, BfclSettings, config, overrides)
     # bfcl_eval itself is imported later, once its project root is set, so look for it here.
     if importlib.util.find_spec("bfcl_eval") is None:
         fail("BFCL needs the evaluation extras: run `bash scripts/setup.sh --eval`")
-    from trustee_rl.evaluate import bfcl as bfcl_eval
+    from trustee_rl.evaluate.bfcl import evaluate_bfcl, resolve_categories
 
     try:
-        chosen, skipped = bfcl_eval.resolve_categories(categories.split(","))
+        chosen, skipped = resolve_categories(settings.categories)
     except ValueError as error:
         fail(one_line(error))
     for line in skipped:
         typer.echo(line, err=True)
     if not chosen:
         fail("no offline BFCL category left to run")
-    agent = _open_agent(model, model_name, max_tokens)
-    out = out or _default_out(agent.name)
+    policy = _open_policy(settings)
+    out_dir = settings.out or _default_out(policy.name)
 
     async def run() -> dict[str, Any]:
-        with _bar("bfcl") as update:
-            evaluation = bfcl_eval.Evaluation(agent, out, progress=update)
-            try:
-                return await evaluation.run(chosen, limit)
-            finally:
-                await agent.aclose()
+        try:
+            return await evaluate_bfcl(
+                policy, out_dir, chosen, settings.limit, concurrency=settings.concurrency
+            )
+        finally:
+            await policy.aclose()
 
-    _run_and_show(run, as_json, lambda summary: _print_bfcl(summary, agent.name), out)
-
-
-def _print_bfcl(summary: dict[str, Any], label: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"BFCL v4 — {label}")
-    for column in ("category", "accuracy", "entries", "wall s"):
-        table.add_column(column, justify="left" if column == "category" else "right")
-    for category, row in summary["categories"].items():
-        table.add_row(
-            category, f"{row['accuracy']:.1%}", str(row["entries"]), f"{row['wall_s']:.0f}"
-        )
-    for name, value in summary["scores"].items():
-        if name.endswith("(overall)"):
-            table.add_row(f"[bold]{name}[/bold]", f"{value:.1%}", "", "")
-    Console().print(table)
+    _run_and_show(run, as_json, lambda summary: print_bfcl(summary, policy.name), out_dir)
 
 
 @eval_app.command()
 def sim(
-    model: ModelOption,
+    ctx: typer.Context,
+    model: ModelOption = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="a training run: evaluate on the held-out tasks it froze"),
+    ] = None,
     tasks: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="frozen tasks (JSONL), such as RUN_DIR/heldout_tasks.jsonl; written from "
-            "--seed/--n first when it does not exist"
+            help="frozen tasks (JSONL); written from --seed/--n first when it does not exist"
         ),
-    ],
+    ] = None,
     model_name: ModelNameOption = None,
     seed: Annotated[int, typer.Option(help="seed for writing new tasks and for the episodes")] = 0,
     n: Annotated[
@@ -204,10 +209,11 @@ def sim(
     ] = None,
     split_seed: Annotated[
         int,
-        typer.Option(help="the training run's seed: its held-out catalog domains are used"),
+        typer.Option(help="for new tasks: the training run's seed (its held-out catalog domains)"),
     ] = 0,
     holdout_fraction: Annotated[
-        float, typer.Option(min=0.01, max=0.99, help="the training run's held-out share")
+        float,
+        typer.Option(min=0.01, max=0.99, help="for new tasks: the training run's held-out share"),
     ] = 0.2,
     level: Annotated[float, typer.Option(min=1, max=100, help="difficulty of new tasks")] = 1.0,
     simulator: Annotated[
@@ -219,59 +225,93 @@ def sim(
     ] = "rules",
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """A held-out simulated benchmark: whole episodes on frozen tasks from unseen catalog domains."""
-    from trustee_rl.environment import Environment
-    from trustee_rl.evaluate.simbench import evaluate_sim, freeze_tasks, load_tasks, save_tasks
-    from trustee_rl.lm import open_lm
-    from trustee_rl.lm.cache import CachedLM
-    from trustee_rl.sim.catalog import load_catalog
-    from trustee_rl.sim.judge import JudgeConfig
+    from trustee_rl.evaluate.config import SimSettings
+    from trustee_rl.evaluate.tables import print_scores
 
-    if judge not in ("rules", "lm"):
-        fail(f"unknown judge {judge!r}: use 'rules' or 'lm'")
-    if not tasks.exists() and n is None:
-        fail(f"{tasks} does not exist: pass --n to write that many new held-out tasks there")
-    agent = _open_agent(model, model_name, max_tokens)
-    out = out or _default_out(agent.name)
+    settings = _settings(ctx, SimSettings, config, overrides)
+    frozen: list[Task] | None = None
+    if (settings.run_dir is None) == (settings.tasks is None):
+        fail("name the tasks: --run-dir RUN (its held-out tasks) or --tasks FILE.jsonl")
+    if settings.run_dir is not None:
+        if settings.n is not None:
+            fail("--n writes new tasks to --tasks; a run's held-out tasks are frozen already")
+        frozen = _run_heldout_tasks(settings.run_dir)
+    elif settings.tasks is not None and not settings.tasks.exists() and settings.n is None:
+        fail(
+            f"{settings.tasks} does not exist: pass --n to write that many new held-out tasks there"
+        )
+    policy = _open_policy(settings)
+    out_dir = settings.out or _default_out(policy.name)
 
     async def run() -> dict[str, Any]:
-        lm = CachedLM(open_lm(simulator, simulator_model))
+        from trustee_rl.environment import Environment
+        from trustee_rl.evaluate.simbench import evaluate_sim
+        from trustee_rl.lm import open_lm
+        from trustee_rl.lm.cache import CachedLM
+        from trustee_rl.sim.catalog import load_catalog
+        from trustee_rl.sim.judge import JudgeConfig
+
+        lm = CachedLM(open_lm(settings.simulator, settings.simulator_model))
         try:
-            _, held_out = load_catalog().split(holdout_fraction, split_seed)
-            environment = Environment(lm, held_out, JudgeConfig(mode=judge))  # type: ignore[arg-type]
-            if tasks.exists():
-                frozen = load_tasks(tasks)
-            else:
-                assert n is not None
-                typer.echo(f"writing {n} held-out tasks to {tasks}", err=True)
-                frozen = await freeze_tasks(environment, n, seed, level)
-                tasks.parent.mkdir(parents=True, exist_ok=True)
-                save_tasks(tasks, frozen)
-            with _bar("sim") as update:
-                return await evaluate_sim(
-                    agent,
-                    frozen,
-                    environment,
-                    out,
-                    seed=seed,
-                    progress=lambda done, total: update("episodes", done, total),
-                )
+            _, held_out = load_catalog().split(settings.holdout_fraction, settings.split_seed)
+            environment = Environment(lm, held_out, JudgeConfig(mode=settings.judge))
+            tasks = frozen if frozen is not None else await _file_tasks(settings, environment)
+            return await evaluate_sim(
+                policy,
+                tasks,
+                environment,
+                out_dir,
+                seed=settings.seed,
+                concurrency=settings.concurrency,
+            )
         finally:
             await lm.aclose()
-            await agent.aclose()
+            await policy.aclose()
 
     def show(figures: dict[str, Any]) -> None:
-        title = f"simulated benchmark — {agent.name} ({figures['episodes']} tasks)"
-        _print_scores(title, figures["scores"])
+        title = f"simulated benchmark — {policy.name} ({figures['episodes']} tasks)"
+        print_scores(title, figures["scores"])
 
-    _run_and_show(run, as_json, show, out)
+    _run_and_show(run, as_json, show, out_dir)
+
+
+def _run_heldout_tasks(run_dir: Path) -> list[Task]:
+    from trustee_rl.store import RunStore
+
+    try:
+        with RunStore.open(run_dir, readonly=True) as store:
+            tasks = store.heldout_tasks()
+    except known_errors() as error:
+        fail(one_line(error))
+    if not tasks:
+        fail(f"run dir {run_dir} holds no held-out tasks (it was trained with eval.tasks=0)")
+    return tasks
+
+
+async def _file_tasks(settings: SimSettings, environment: Environment) -> list[Task]:
+    """The frozen tasks of --tasks, written there first (--n of them) when the file is new."""
+    from trustee_rl.evaluate.simbench import freeze_tasks, load_tasks, save_tasks
+
+    path, count = settings.tasks, settings.n
+    assert path is not None
+    if path.exists():
+        return load_tasks(path)
+    assert count is not None
+    typer.echo(f"writing {count} held-out tasks to {path}", err=True)
+    tasks = await freeze_tasks(environment, count, settings.seed, settings.level)
+    save_tasks(path, tasks)
+    return tasks
 
 
 @eval_app.command()
 def tau2(
-    model: ModelOption,
+    ctx: typer.Context,
+    model: ModelOption = None,
     model_name: ModelNameOption = None,
     domains: Annotated[
         str, typer.Option(help="comma-separated: airline, retail, telecom")
@@ -298,16 +338,33 @@ def tau2(
     ] = TAU2_MAX_STEPS,
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """tau2-bench offline: tau2's orchestrator, user simulator and standard score; our policy."""
+    from trustee_rl.evaluate.config import Tau2Settings
+    from trustee_rl.evaluate.tables import print_scores
+
+    settings = _settings(ctx, Tau2Settings, config, overrides)
     try:
-        from trustee_rl.evaluate.tau2 import evaluate_tau2
+        from trustee_rl.evaluate.tau2 import check_arguments, evaluate_tau2
     except ImportError as error:
         fail(f"tau2 needs the evaluation extras ({error}): run `bash scripts/setup.sh --eval`")
-    agent = _open_agent(model, model_name, max_tokens)
-    out = out or _default_out(agent.name)
-    if user_simulator == "embedded":
+    try:  # before the model loads
+        check_arguments(
+            settings.domains,
+            settings.trials,
+            settings.limit,
+            settings.concurrency,
+            settings.max_steps,
+            settings.user_simulator,
+        )
+    except ValueError as error:
+        fail(one_line(error))
+    policy = _open_policy(settings)
+    out_dir = settings.out or _default_out(policy.name)
+    if settings.user_simulator == "embedded":
         typer.echo(
             "user simulator: the embedded SmolLM2-135M (published tau2 numbers use far stronger "
             "user models)",
@@ -315,66 +372,53 @@ def tau2(
         )
 
     async def run() -> dict[str, Any]:
-        with _bar("tau2") as update:
-            try:
-                return await evaluate_tau2(
-                    agent,
-                    domains=[d.strip() for d in domains.split(",") if d.strip()],
-                    split=split,
-                    trials=trials,
-                    user_simulator=user_simulator,
-                    user_model=user_model,
-                    limit=limit,
-                    max_steps=max_steps,
-                    out=out,
-                    progress=lambda done, total: update("episodes", done, total),
-                )
-            finally:
-                await agent.aclose()
+        try:
+            return await evaluate_tau2(
+                policy,
+                out=out_dir,
+                domains=settings.domains,
+                split=settings.split,
+                trials=settings.trials,
+                user_simulator=settings.user_simulator,
+                user_model=settings.user_model,
+                limit=settings.limit,
+                concurrency=settings.concurrency,
+                max_steps=settings.max_steps,
+            )
+        finally:
+            await policy.aclose()
 
     def show(figures: dict[str, Any]) -> None:
-        _print_scores(f"tau2-bench — {agent.name} ({split} split)", figures["scores"])
+        print_scores(f"tau2-bench — {policy.name} ({settings.split} split)", figures["scores"])
 
-    _run_and_show(run, as_json, show, out)
+    _run_and_show(run, as_json, show, out_dir)
 
 
 @eval_app.command()
 def compare(
-    dirs: Annotated[list[Path], typer.Argument(help="output dirs of `trustee eval` runs")],
-    plot: Annotated[
-        Path | None, typer.Option(help="SVG chart file (default: comparison.svg)")
-    ] = Path("comparison.svg"),
+    ctx: typer.Context,
+    dirs: Annotated[
+        list[Path] | None, typer.Argument(help="output dirs of `trustee eval` runs")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="SVG chart file")] = Path("comparison.svg"),
+    config: ConfigOption = None,
+    overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """One table, and a chart, of several models across every benchmark each was evaluated on."""
     from trustee_rl.evaluate.compare import comparison, write_chart
+    from trustee_rl.evaluate.config import CompareSettings
+    from trustee_rl.evaluate.tables import print_comparison
 
+    settings = _settings(ctx, CompareSettings, config, overrides)
     try:
-        table = comparison(dirs)
+        table = comparison(settings.dirs)
     except (ValueError, OSError, json.JSONDecodeError) as error:
         fail(one_line(error))
     if as_json:
         typer.echo(json.dumps(table, indent=2))
     else:
-        _print_comparison(table)
-    if plot is not None:
-        write_chart(table, plot)
-        typer.echo(f"chart: {plot}", err=True)
-
-
-def _print_comparison(table: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    view = Table(title="comparison")
-    view.add_column("benchmark")
-    view.add_column("metric")
-    for model in table["models"]:
-        view.add_column(model, justify="right")
-    for row in table["rows"]:
-        view.add_row(
-            row["benchmark"],
-            row["metric"],
-            *(format_score(row["metric"], value) for value in row["values"]),
-        )
-    Console().print(view)
+        print_comparison(table)
+    if settings.plot is not None:
+        write_chart(table, settings.plot)
+        typer.echo(f"chart: {settings.plot}", err=True)

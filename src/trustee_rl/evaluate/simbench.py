@@ -1,52 +1,40 @@
-"""A held-out simulated benchmark: tasks frozen to a file, so every model sees the same ones.
+"""A held-out simulated benchmark: whole episodes on frozen tasks, so every model sees the same ones.
 
-`first_turn_scores` grades the policy's first reply to each task by rules alone (no simulator
-calls), which makes it cheap enough to run before and after every training stage on a CPU.
+The tasks come from a training run's store (the held-out set it froze before training) or from a
+JSONL file, written once from catalog domains the run never trained on. Episodes are played
+against the simulated user and tools and judged as in training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
-from trustee_rl.episode import run_episode
-from trustee_rl.evaluate.agent import Agent, AgentPolicy
-from trustee_rl.evaluate.results import ResultCache, gather_bounded, update_summary
-from trustee_rl.schema import Message, SimCall, Task, Verdict
-from trustee_rl.seeding import derive_rng, derive_seed
-from trustee_rl.sim.judge import leaf_score
-from trustee_rl.sim.structured import SimulatorError
-from trustee_rl.sim.tools import call_error
+from trustee_rl.evaluate.harness import CategoryResults, Item, Progress, Scored, run_benchmark
+from trustee_rl.evaluate.results import ItemKey
+from trustee_rl.policy.base import Policy
+from trustee_rl.runner import HELDOUT, TaskSource, run_episode
+from trustee_rl.schema import Episode, Task, Verdict
+from trustee_rl.seeding import derive_seed
+
+BENCHMARK = "sim"
+DEFAULT_CONCURRENCY = 8
 
 
 async def freeze_tasks(environment: Environment, count: int, seed: int, level: float) -> list[Task]:
-    """`count` tasks at difficulty `level` (aspects drawn as in training). Raises if the simulator
-    fails on more than a quarter of the attempts."""
+    """`count` new tasks at difficulty `level` (aspects drawn as in training), from the held-out
+    stream of `seed`. Raises SimulatorError when one cannot be written."""
     curriculum = Curriculum(CurriculumConfig(initial_level=level, mode="fixed"))
-    tasks: list[Task] = []
-    attempt = 0
-    while len(tasks) < count:
-        if attempt >= count + count // 4 + 1:
-            raise SimulatorError(f"only {len(tasks)} of {count} held-out tasks could be generated")
-        difficulty = curriculum.sample(derive_rng(seed, "heldout-difficulty", attempt))
-        log: list[SimCall] = []
-        with contextlib.suppress(SimulatorError):  # a failed task is replaced by the next attempt
-            tasks.append(
-                await environment.task(difficulty, derive_seed(seed, "heldout", attempt), log)
-            )
-        attempt += 1
-    return tasks
+    return await TaskSource(environment, curriculum, seed, HELDOUT).draw_many(count)
 
 
 def save_tasks(path: Path, tasks: list[Task]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text("".join(task.model_dump_json() + "\n" for task in tasks), encoding="utf-8")
     temporary.replace(path)
@@ -60,117 +48,94 @@ def load_tasks(path: Path) -> list[Task]:
     ]
 
 
-@dataclass
-class FirstTurnScores:
-    tasks: int
-    any_call: float  # replies that attempt at least one call
-    valid_call: float  # replies whose calls all parse, name offered tools and fit their schemas
-    right_tool: float  # replies whose first call names an expected tool
-    argument_accuracy: float  # mean share of expected argument values the best call got right
-
-    def as_dict(self) -> dict[str, float]:
-        return {key: float(value) for key, value in asdict(self).items()}
-
-
-def first_turn_scores(tasks: list[Task], replies: list[Message]) -> FirstTurnScores:
-    any_call = valid = right = 0
-    accuracy = 0.0
-    for task, reply in zip(tasks, replies, strict=True):
-        calls = reply.tool_calls
-        if not calls:
-            continue
-        any_call += 1
-        valid += all(call_error(call, task) is None for call in calls)
-        right += calls[0].name in {expected.name for expected in task.expected_calls}
-        first_expected = task.expected_calls[0]
-        accuracy += max(leaf_score(first_expected, call) for call in calls)
-    n = max(len(tasks), 1)
-    return FirstTurnScores(len(tasks), any_call / n, valid / n, right / n, accuracy / n)
-
-
-def write_scores(path: Path, stage_scores: dict[str, FirstTurnScores]) -> None:
-    path.write_text(
-        json.dumps({stage: s.as_dict() for stage, s in stage_scores.items()}, indent=2),
-        encoding="utf-8",
-    )
-
-
-BENCHMARK = "sim"
-
-
 def tasks_label(tasks: list[Task]) -> str:
     """Names a frozen task set by its content, so results on different sets never mix."""
     digest = hashlib.sha256("".join(task.model_dump_json() for task in tasks).encode())
     return f"tasks-{digest.hexdigest()[:10]}"
 
 
+class SimBenchmark:
+    """Frozen tasks as a harness `Benchmark`: one category, the task set; one episode per task."""
+
+    name = BENCHMARK
+
+    def __init__(
+        self,
+        tasks: list[Task],
+        environment: Environment,
+        *,
+        seed: int,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if not tasks:
+            raise ValueError("the simulated benchmark needs at least one frozen task")
+        self.tasks = tasks
+        self.environment = environment
+        self.seed = seed
+        self.concurrency = concurrency
+        self.label = tasks_label(tasks)
+        self.settings: dict[str, Any] = {}
+
+    def items(self) -> list[Item[tuple[int, Task]]]:
+        return [
+            Item(ItemKey(self.label, task.id), (index, task))
+            for index, task in enumerate(self.tasks)
+        ]
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        yield  # the environment's simulator belongs to the caller
+
+    async def play(self, item: Item[tuple[int, Task]], policy: Policy) -> tuple[Episode, Verdict]:
+        index, task = item.data
+        env = self.environment.episode(
+            task,
+            index=index,
+            seed=derive_seed(self.seed, "eval-sim", index),
+            policy_model=policy.name,
+        )
+        return await run_episode(env, policy)
+
+    async def score(self, item: Item[tuple[int, Task]], outcome: tuple[Episode, Verdict]) -> Scored:
+        episode, verdict = outcome
+        return Scored(
+            float(verdict.succeeded),
+            {
+                "episode": episode.model_dump(mode="json"),
+                "verdict": verdict.model_dump(mode="json"),
+            },
+        )
+
+    def category_figures(self, results: CategoryResults) -> dict[str, Any]:
+        verdicts = [Verdict.model_validate(result.record["verdict"]) for result in results.results]
+        return sim_figures(verdicts) | {"tasks": results.category, "wall_s": results.wall_s}
+
+    def figures(self, categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """This task set's figures; a summary speaks for one task set."""
+        current = categories[self.label]
+        return current | {"categories": {self.label: current}}
+
+
 async def evaluate_sim(
-    agent: Agent,
+    policy: Policy,
     tasks: list[Task],
     environment: Environment,
     out: Path,
     *,
     seed: int,
-    concurrency: int = 8,
-    progress: Callable[[int, int], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Whole episodes of `agent` on frozen `tasks` against the simulated user and tools, judged as
-    in training. Each episode is cached when judged, so an interrupted evaluation resumes."""
-    cache = ResultCache(out)
-    category = tasks_label(tasks)
-    records: dict[int, dict[str, Any]] = {}
-    todo = []
-    for index, task in enumerate(tasks):
-        cached = cache.get(agent.name, BENCHMARK, category, task.id)
-        if cached is None:
-            todo.append(index)
-        else:
-            records[index] = cached[1]
-    started = time.perf_counter()
-    policy = AgentPolicy(agent)
-
-    def report() -> None:
-        if progress is not None:
-            progress(len(records), len(tasks))
-
-    async def play(index: int) -> None:
-        task = tasks[index]
-        env = environment.episode(
-            task, index=index, seed=derive_seed(seed, "eval-sim", index), policy_model=agent.name
-        )
-        episode, verdict = await run_episode(env, policy)
-        record = {
-            "episode": episode.model_dump(mode="json"),
-            "verdict": verdict.model_dump(mode="json"),
-        }
-        cache.put(agent.name, BENCHMARK, category, task.id, float(succeeded(verdict)), record)
-        records[index] = record
-        report()
-
-    report()
-    try:
-        await gather_bounded(todo, concurrency, play)
-    finally:
-        cache.close()
-    verdicts = [Verdict.model_validate(records[i]["verdict"]) for i in range(len(tasks))]
-    figures = sim_figures(verdicts) | {
-        "tasks": category,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
-    update_summary(out, agent.name, BENCHMARK, figures)
-    return figures
-
-
-def succeeded(verdict: Verdict) -> bool:
-    """A task counts as solved when its episode was judged and passed every criterion."""
-    return verdict.scored and all(criterion.passed for criterion in verdict.criteria)
+    """Whole episodes of `policy` on frozen `tasks`, each cached when judged."""
+    benchmark = SimBenchmark(tasks, environment, seed=seed, concurrency=concurrency)
+    return await run_benchmark(benchmark, policy, out, progress=progress)
 
 
 def sim_figures(verdicts: list[Verdict]) -> dict[str, Any]:
-    """Mean reward over scored episodes; success (every criterion passed) and per-criterion pass
+    """Mean reward over scored episodes; success (`Verdict.succeeded`) and per-criterion pass
     rates over all episodes, an unscored episode counting as a failure."""
     scored = [v for v in verdicts if v.scored and v.reward is not None]
-    success = sum(map(succeeded, verdicts)) / max(len(verdicts), 1)
+    success = sum(v.succeeded for v in verdicts) / max(len(verdicts), 1)
     names = sorted({c.name for v in scored for c in v.criteria})
     criteria = {
         name: sum(any(c.name == name and c.passed for c in v.criteria) for v in scored)

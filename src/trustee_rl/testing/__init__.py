@@ -1,1 +1,3 @@
-"""Test doubles for trustee-rl: a loopback OpenAI-compatible server."""
+"""Test support for trustee-rl: loopback OpenAI-compatible servers with scripted and schema-driven
+responders, and the ground-truth policies that prove the benchmarks' plumbing. Production code never
+imports this package."""

@@ -1,4 +1,5 @@
-"""A small OpenAI-compatible chat server on loopback, for tests and benchmarks (stdlib only).
+"""Scripted and schema-driven responders behind the loopback OpenAI-compatible server of lm/serve.py,
+for tests and benchmarks.
 
 Run one in the foreground with `python -m trustee_rl.testing.openai_server --port 8000 --delay 0.2`.
 """
@@ -12,37 +13,25 @@ import math
 import random
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from trustee_rl.lm.serve import OpenAIServer, Reply, Responder
+
+__all__ = [
+    "AgentResponder",
+    "LoopbackOpenAIServer",
+    "Reply",
+    "Responder",
+    "SchemaResponder",
+    "ScriptedResponder",
+    "instance_for_schema",
+]
 
 _WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris")
 # Recursive schemas stop growing optional parts below this depth and give up far below it.
 _OPTIONAL_DEPTH = 4
 _MAX_DEPTH = 32
 _PROMPTED_SCHEMA_MARKER = "JSON schema:"
-
-
-@dataclass
-class Reply:
-    """One answer from the server. A `status` of 400 or more answers with an error body instead.
-
-    `tool_calls` items are OpenAI tool calls or the shorthand {"name": ..., "arguments": ...},
-    where arguments may be a dict or raw text (to send malformed arguments).
-    """
-
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    # Overrides the server's delay for this answer.
-    delay_s: float | None = None
-    status: int = 200
-    finish_reason: str | None = None
-
-
-Responder = Callable[[dict[str, Any]], Reply]
 
 
 class SchemaResponder:
@@ -324,12 +313,11 @@ def _within(value: float, schema: dict[str, Any]) -> bool:
     )
 
 
-class LoopbackOpenAIServer:
-    """Serves /v1/models and /v1/chat/completions on a thread; use as a context manager.
-
-    Each request sleeps `delay_s` on its own thread, so concurrent requests overlap as they would
-    against a batching inference server. `requests` records every chat request body received.
-    """
+class LoopbackOpenAIServer(OpenAIServer):
+    """The lm/serve.py transport with what tests and benchmarks need besides: a default
+    `SchemaResponder`, a delay per request (each request sleeps on its own thread, so concurrent
+    requests overlap as against a batching server), an optional refusal of `response_format`,
+    and `requests`, every chat request body received."""
 
     def __init__(
         self,
@@ -340,171 +328,19 @@ class LoopbackOpenAIServer:
         model: str = "loopback-model",
         supports_response_format: bool = True,
     ) -> None:
-        self.responder: Responder = responder or SchemaResponder()
+        super().__init__(responder or SchemaResponder(), host=host, port=port, model=model)
         self.delay_s = delay_s
-        self.host = host
-        self.port = port
-        self.model = model
         self.supports_response_format = supports_response_format
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the loopback server is not started")
-        return f"http://{self.host}:{self._httpd.server_port}/v1"
-
-    def start(self) -> None:
-        if self._httpd is not None:
-            raise RuntimeError("the loopback server is already started")
-        self._httpd = _HTTPServer(self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="loopback-openai-server",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._httpd is None or self._thread is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> LoopbackOpenAIServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
-
-    def answer(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """The status and body for one chat request."""
+    def reply(self, request: dict[str, Any]) -> Reply:
         with self._lock:
             self.requests.append(request)
-        reply = self._reply(request)
-        time.sleep(self.delay_s if reply.delay_s is None else reply.delay_s)
-        if reply.status >= 400:
-            return reply.status, _error(reply.content or f"HTTP {reply.status}")
-        return 200, _chat_completion(request, reply, self.model)
-
-    def _reply(self, request: dict[str, Any]) -> Reply:
+        time.sleep(self.delay_s)
         if not self.supports_response_format and "response_format" in request:
             return Reply(content="response_format is not supported", status=400)
-        try:
-            return self.responder(request)
-        except Exception as error:  # a crashed backend: the client sees a 500, as from a real one
-            return Reply(content=f"responder failed: {error}", status=500)
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Listen backlog: a burst of concurrent clients must not be refused or serialised.
-    request_queue_size = 1024
-
-    def __init__(self, owner: LoopbackOpenAIServer) -> None:
-        self.owner = owner
-        super().__init__((owner.host, owner.port), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body are separate writes: with Nagle on, each answer stalls ~40 ms on an ACK.
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
-            self._send(200, self.server.owner.models())
-        else:
-            self._send(404, _error(f"no route {self.path}"))
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send(404, _error(f"no route {self.path}"))
-            return
-        try:
-            request = json.loads(raw)
-        except ValueError:
-            self._send(400, _error("request body is not JSON"))
-            return
-        self._send(*self.server.owner.answer(request))
-
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: tests and benchmarks send thousands of requests."""
-
-
-def _error(message: str) -> dict[str, Any]:
-    return {"error": {"message": message}}
-
-
-def _chat_completion(request: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
-    calls = [_openai_tool_call(call) for call in reply.tool_calls]
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-    if calls:
-        message["tool_calls"] = calls
-    prompt = " ".join(str(m.get("content") or "") for m in request.get("messages", []))
-    output = (reply.content or "") + "".join(call["function"]["arguments"] for call in calls)
-    prompt_tokens, completion_tokens = _tokens(prompt), _tokens(output)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request.get("model") or model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": reply.finish_reason or ("tool_calls" if calls else "stop"),
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-def _openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    call_id = f"call_{uuid.uuid4().hex[:12]}"
-    if "function" in call:
-        return {"id": call_id, "type": "function", **call}
-    arguments = call.get("arguments", {})
-    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": call["name"], "arguments": text},
-    }
-
-
-def _tokens(text: str) -> int:
-    return max(1, len(text) // 4)
+        return super().reply(request)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The local model under evaluation: long conversation openings computed once, same replies."""
+"""The local policy under evaluation: long conversation openings (tau2's policy and tools) are
+computed once, and the replies are those of a full prefill."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import asyncio
 
 import pytest
 
-from trustee_rl.evaluate.agent import MIN_CACHED_OPENING, Conversation, LocalAgent
-from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.policy.base import Conversation
+from trustee_rl.policy.factory import open_transformers_policy
+from trustee_rl.policy.generate import MIN_CACHED_OPENING
+from trustee_rl.policy.transformers import TransformersPolicy
 from trustee_rl.schema import Message
 
 from .conftest import WEATHER
@@ -15,19 +18,19 @@ from .conftest import WEATHER
 MAX_TOKENS = 24
 
 
-def _full_prefill_reply(agent: LocalAgent, conversation: Conversation) -> Message:
-    ledger = TokenLedger(agent.tokenizer, agent.chat_format)
+def _full_prefill_reply(policy: TransformersPolicy, conversation: Conversation) -> Message:
+    ledger = policy.new_ledger()
     ids = ledger.start(conversation.messages, conversation.tools)
-    return ledger.add_policy_turn(agent.generate([ids], MAX_TOKENS)[0])
+    return ledger.add_policy_turn(policy.generator([ids], MAX_TOKENS)[0])
 
 
 @pytest.mark.embedded
 def test_a_long_opening_is_computed_once_and_replies_match_a_full_prefill() -> None:
-    agent = LocalAgent("embedded", max_new_tokens=MAX_TOKENS)
-    policy = " ".join(
+    policy = open_transformers_policy("embedded", max_new_tokens=MAX_TOKENS)
+    rules = " ".join(
         f"Rule {n}: a refund over {10 * n} dollars needs a manager's approval." for n in range(90)
     )
-    system = Message(role="system", content=policy)
+    system = Message(role="system", content=rules)
     questions = ["What is the weather in Paris?", "Can I get a refund of 50 dollars?"]
     long_opening = [
         Conversation([system, Message(role="user", content=question)], [WEATHER])
@@ -38,27 +41,26 @@ def test_a_long_opening_is_computed_once_and_replies_match_a_full_prefill() -> N
         [WEATHER],
     )
 
-    replies = asyncio.run(agent.respond([*long_opening, short_opening]))
+    replies = asyncio.run(policy.act([*long_opening, short_opening]))
 
-    assert len(agent.openings) == 1  # both long conversations share one cached opening
+    assert len(policy.openings) == 1  # both long conversations share one cached opening
     for conversation, reply in zip([*long_opening, short_opening], replies, strict=True):
-        assert reply == _full_prefill_reply(agent, conversation)
+        assert reply == _full_prefill_reply(policy, conversation)
     assert replies[0].usage.prompt_tokens > MIN_CACHED_OPENING
     assert replies[0] != replies[1]  # the questions differ, and so do the replies
 
 
 @pytest.mark.embedded
 def test_a_prefix_cache_serves_one_context_at_a_time() -> None:
-    agent = LocalAgent("embedded", max_new_tokens=4)
-    ledger = TokenLedger(agent.tokenizer, agent.chat_format)
-    ids = ledger.start(
+    policy = open_transformers_policy("embedded", max_new_tokens=4)
+    ids = policy.new_ledger().start(
         [
             Message(role="system", content="word " * MIN_CACHED_OPENING),
             Message(role="user", content="hi"),
         ],
         [],
     )
-    opening = agent.openings.opening(ids)
+    opening = policy.openings.opening(ids)
     assert opening is not None and len(opening) < len(ids)
     with pytest.raises(ValueError, match="batch of one"):
-        agent.generate([ids, ids], 4, prefix_cache=agent.openings.copy(opening))
+        policy.generator([ids, ids], 4, prefix_cache=policy.openings.copy(opening))
