@@ -133,20 +133,23 @@ async def test_play_stores_task_episode_and_verdict(simulator_at: Any, tmp_path:
 async def test_lockstep_episodes_stop_at_their_token_budget(simulator_at: Any) -> None:
     lm = simulator_at(AgentResponder(seed=0))
     environment = Environment(lm, load_catalog(None), JudgeConfig(mode="rules"))
-    policy = open_transformers_policy("embedded", max_new_tokens=6, temperature=1.0)
-    runner = EpisodeRunner(environment, policy, new_ledger=policy.new_ledger, max_episode_tokens=10)
+    policy = open_transformers_policy(
+        "embedded", max_new_tokens=6, temperature=1.0, batch_sampling=True
+    )
+    runner = EpisodeRunner(environment, policy, new_ledger=policy.new_ledger, max_episode_tokens=4)
     task = make_task()
-    envs = [runner.episode(task, index=i, seed=3) for i in range(3)]
+    envs = [runner.episode(task, index=i, seed=3) for i in range(6)]
     played = await runner.play_lockstep(envs)
-    assert len(played) == 3
+    assert len(played) == 6
     for result in played:
         assert result.episode.status == "done"
         assert result.ledger is not None
-        # Each turn is capped by what the episode has left; a cut turn gets its end-of-turn.
-        assert result.ledger.num_policy_tokens <= 10 + len(
-            [m for m in result.episode.messages if m.role == "assistant"]
-        )
+        # The first turn is capped at the whole budget (a cut turn gets its end-of-turn too).
+        assert result.ledger.num_policy_tokens <= 4 + 1
     assert any(result.episode.end_reason == "token_budget" for result in played)
+    # One seed for the whole group, yet every member is its own sample.
+    first_replies = {result.episode.messages[2].model_dump_json() for result in played}
+    assert len(first_replies) > 1
     assert runner.timings.policy_s > 0 and runner.timings.judge_s >= 0
 
 

@@ -63,6 +63,7 @@ def open_transformers_policy(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     batch_size: int | None = None,
+    batch_sampling: bool = False,
 ) -> TransformersPolicy:
     """The trainable backend: `embedded`, a checkpoint dir or a hub id."""
     from trustee_rl.policy.model import load_policy
@@ -77,6 +78,7 @@ def open_transformers_policy(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         batch_size=batch_size or DEFAULT_BATCH,
+        batch_sampling=batch_sampling,
     )
 
 

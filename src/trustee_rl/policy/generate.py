@@ -31,10 +31,24 @@ class Generator:
 
     @torch.no_grad()
     def __call__(
-        self, contexts: list[list[int]], max_new_tokens: int, prefix_cache: Any = None
+        self,
+        contexts: list[list[int]],
+        max_new_tokens: int,
+        prefix_cache: Any = None,
+        seed: int | None = None,
     ) -> list[list[int]]:
         """`prefix_cache`: the model's KV cache of an opening the context starts with (a batch of
-        one), so only what follows the opening is computed; generation extends it in place."""
+        one), so only what follows the opening is computed; generation extends it in place.
+        `seed`: sample from a generator seeded with it, leaving torch's global one as it was."""
+        if seed is None or self.temperature <= 0:
+            return self._generate(contexts, max_new_tokens, prefix_cache)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._generate(contexts, max_new_tokens, prefix_cache)
+
+    def _generate(
+        self, contexts: list[list[int]], max_new_tokens: int, prefix_cache: Any
+    ) -> list[list[int]]:
         if prefix_cache is not None and len(contexts) != 1:
             raise ValueError("a prefix cache serves a batch of one context")
         width = max(len(ids) for ids in contexts)

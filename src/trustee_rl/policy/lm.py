@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Sequence
 
 from trustee_rl.lm.base import LM
-from trustee_rl.policy.base import Conversation
 from trustee_rl.lm.hermes import parse_assistant_text, to_text_messages
+from trustee_rl.policy.base import Conversation
 from trustee_rl.schema import Message
 
 

@@ -5,6 +5,12 @@ so what is evaluated is what was trained. Requests from concurrent callers (many
 flight) queue and are answered in shared batches, one batch at a time, since one batch saturates
 a CPU. Sampling is plain ancestral sampling at a temperature (no top-k/top-p, which would make the
 sampling distribution differ from the one the policy gradient assumes); temperature 0 is greedy.
+
+Sampling is seeded from the conversations, so a rerun replays it. By default each conversation is
+sampled alone under its own seed: reproducible whatever else was in flight. A trainer that steps
+episodes in lockstep (the same batches every time) sets `batch_sampling` to sample a whole batch at
+once under one seed derived from its conversations; group members that share a seed then still
+sample differently, since each is its own row.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from trustee_rl.policy.chat import ChatFormat, chat_format_for
 from trustee_rl.policy.generate import Generator, OpeningCache
 from trustee_rl.policy.ledger import TokenLedger
 from trustee_rl.schema import Message
+from trustee_rl.seeding import derive_seed
 
 DEFAULT_BATCH = 16
 # Event-loop passes without a new request after which a batch stops waiting for more.
@@ -39,8 +46,10 @@ class TransformersPolicy:
         max_new_tokens: int = 256,
         temperature: float = 0.0,
         batch_size: int = DEFAULT_BATCH,
+        batch_sampling: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
+        self.batch_sampling = batch_sampling
         self.chat_format = (
             chat_format
             if isinstance(chat_format, ChatFormat)
@@ -130,9 +139,16 @@ class TransformersPolicy:
             if ok and opening is None
         ]
         sampled: dict[int, list[int]] = {}
-        if batched:
-            outputs = self.generator([contexts[i] for i in batched], max(caps[i] for i in batched))
+        greedy = self.generator.temperature <= 0
+        if batched and (greedy or self.batch_sampling):
+            seed = derive_seed("batch", *(conversations[i].seed for i in batched))
+            outputs = self.generator(
+                [contexts[i] for i in batched], max(caps[i] for i in batched), seed=seed
+            )
             sampled = dict(zip(batched, outputs, strict=True))
+        else:
+            for i in batched:
+                (sampled[i],) = self.generator([contexts[i]], caps[i], seed=conversations[i].seed)
         replies = []
         for i, (ledger, context, opening) in enumerate(
             zip(ledgers, contexts, openings, strict=True)
@@ -147,7 +163,10 @@ class TransformersPolicy:
                 continue
             if opening is not None:
                 (sampled[i],) = self.generator(
-                    [context], caps[i], prefix_cache=self.openings.copy(opening)
+                    [context],
+                    caps[i],
+                    prefix_cache=self.openings.copy(opening),
+                    seed=conversations[i].seed,
                 )
             replies.append(ledger.add_policy_turn(sampled[i][: caps[i]]))
         return replies

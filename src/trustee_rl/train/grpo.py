@@ -89,6 +89,7 @@ class Training:
             max_new_tokens=config.max_turn_tokens,
             temperature=config.temperature,
             batch_size=config.tasks_per_step * config.group_size,
+            batch_sampling=True,
         )
         stages = self.store.stages()
         if "base" not in stages:
@@ -105,6 +106,7 @@ class Training:
                     max_new_tokens=config.max_turn_tokens,
                     temperature=config.temperature,
                     batch_size=config.tasks_per_step * config.group_size,
+                    batch_sampling=True,
                 )
             if warm is None or warm.scores is None:
                 self._score("warm_start", heldout, policy)

@@ -15,8 +15,8 @@ from typing import Any
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
 from trustee_rl.heldout import opening
-from trustee_rl.policy.chat import ChatFormat
 from trustee_rl.lm.hermes import tools_system_prompt
+from trustee_rl.policy.chat import ChatFormat
 from trustee_rl.policy.ledger import TokenLedger
 from trustee_rl.runner import DEMONSTRATION, TaskSource
 from trustee_rl.schema import Message, SimCall, Task, ToolCall
