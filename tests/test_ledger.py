@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
+from trustee_rl.lm.hermes import to_text_messages
 from trustee_rl.policy.chat import (
     QWEN_CHAT_TEMPLATE,
     ChatFormat,
@@ -16,7 +17,6 @@ from trustee_rl.policy.chat import (
     chat_format_for,
     detect_chat_format,
 )
-from trustee_rl.lm.hermes import to_text_messages
 from trustee_rl.policy.ledger import TemplateError, TokenLedger
 from trustee_rl.policy.model import embedded_checkpoint
 from trustee_rl.schema import Message, ToolCall
