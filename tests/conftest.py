@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Tests never reach a model hub: everything they load is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 

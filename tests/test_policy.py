@@ -96,7 +96,8 @@ def test_saved_checkpoint_reloads_with_identical_logits(
     assert model.dtype == torch.float32
 
 
-def test_load_policy_reports_bad_sources(tmp_path: Path) -> None:
+def test_load_policy_reports_bad_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id is looked up in the local cache only
     with pytest.raises(ValueError, match="no such checkpoint dir"):
         load_policy(str(tmp_path / "missing" / "final"))
     with pytest.raises(ValueError, match=r"no config\.json"):

@@ -55,7 +55,8 @@ def load_policy(
             raise ValueError(f"not a Hugging Face checkpoint (no config.json): {path}")
         location, local_only = str(path), True
     elif _HUB_ID.fullmatch(source):
-        location, local_only = source, False  # HF_HUB_OFFLINE decides whether it may download
+        # Read at call time: the hub library reads HF_HUB_OFFLINE once, when it is first imported.
+        location, local_only = source, os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
     else:
         raise ValueError(
             f"policy {source!r}: no such checkpoint dir, and not a hub model id (ORG/NAME)"
