@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from trustee_rl.migrations import SchemaTooNew, migrate, schema_version
 from trustee_rl.schema import Episode, StageRecord, Task, Verdict
 from trustee_rl.store_export import ExportFormat, write_export
 
@@ -57,9 +58,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_MIGRATIONS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-)
 _COMPLETED = "status IN ('done', 'failed') AND id IN (SELECT episode_id FROM verdicts)"
 _NOT_A_STORE_CODES = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
 
@@ -145,8 +143,7 @@ class RunStore:
     def _connect_readonly(cls, run_dir: Path, path: Path) -> RunStore:
         try:
             with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source:
-                current = source.execute("SELECT MAX(number) FROM _migrations").fetchone()[0]
-                if current == len(MIGRATIONS):
+                if schema_version(source) == len(MIGRATIONS):
                     connection = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None)
                     return cls(run_dir, connection, readonly=True)
                 copy = sqlite3.connect(":memory:", isolation_level=None)
@@ -163,35 +160,22 @@ class RunStore:
             self._conn.execute("PRAGMA busy_timeout = 10000")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute(_MIGRATIONS_TABLE)
         except sqlite3.Error as error:
             raise StoreError(
                 f"run dir {self.run_dir}: cannot set up {STORE_FILE} ({error})"
             ) from error
 
     def _migrate(self) -> None:
-        applied = {row[0] for row in self._conn.execute("SELECT number FROM _migrations")}
-        newest = max(applied, default=0)
-        if newest > len(MIGRATIONS):
+        # Read at call time, so a test can append a migration.
+        scripts = [tuple(_statements(script)) for script in MIGRATIONS]
+        try:
+            migrate(self._conn, scripts, f"run dir {self.run_dir}: {STORE_FILE}")
+        except SchemaTooNew as error:
+            raise StoreError(str(error)) from error
+        except sqlite3.Error as error:
             raise StoreError(
-                f"run dir {self.run_dir}: {STORE_FILE} has schema version {newest}, newer than"
-                f" this trustee-rl knows ({len(MIGRATIONS)}); upgrade trustee-rl"
-            )
-        for number in range(1, len(MIGRATIONS) + 1):
-            if number not in applied:
-                self._apply_migration(number)
-
-    def _apply_migration(self, number: int) -> None:
-        with self._write() as conn:
-            # Re-checked under the write lock: another process may have just applied it.
-            done = conn.execute("SELECT 1 FROM _migrations WHERE number = ?", (number,)).fetchone()
-            if done is not None:
-                return
-            for statement in _statements(MIGRATIONS[number - 1]):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO _migrations (number, applied_at) VALUES (?, ?)", (number, time.time())
-            )
+                f"run dir {self.run_dir}: migrating {STORE_FILE} failed ({error})"
+            ) from error
 
     def _check_resumable(self, config: dict[str, Any], resume_keys: Collection[str]) -> None:
         stored, given = self.config, json.loads(_dumps(config, "config"))

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustee_rl.migrations import SchemaTooNew, migrate
+
 CACHE_FILE = "results.sqlite"
 SUMMARY_FILE = "summary.json"
 
-# Append-only: a released migration is never edited, only followed by new ones, so every cache
-# ever written can be brought up to date. Migration N is MIGRATIONS[N - 1]; its statements run in
-# one transaction.
+# Append-only, applied by trustee_rl.migrations.
 MIGRATIONS: list[tuple[str, ...]] = [
     # The first schema. Caches written before migrations were numbered already have this table.
     (
@@ -51,10 +50,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 
-_MIGRATIONS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-)
-
 
 @dataclass(frozen=True)
 class ItemKey:
@@ -83,7 +78,6 @@ class ResultCache:
         self._db = sqlite3.connect(self.path, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_MIGRATIONS_TABLE)
             self._migrate()
         except BaseException as error:
             self._db.close()
@@ -92,27 +86,10 @@ class ResultCache:
             raise
 
     def _migrate(self) -> None:
-        applied = {row[0] for row in self._db.execute("SELECT number FROM _migrations")}
-        newest = max(applied, default=0)
-        if newest > len(MIGRATIONS):
-            raise ValueError(
-                f"{self.path} has schema version {newest}, newer than this trustee-rl knows"
-                f" ({len(MIGRATIONS)}); upgrade trustee-rl"
-            )
-        for number, statements in enumerate(MIGRATIONS, start=1):
-            if number in applied:
-                continue
-            with self._transaction():
-                # Re-checked under the write lock: another process may have just applied it.
-                done = "SELECT 1 FROM _migrations WHERE number = ?"
-                if self._db.execute(done, (number,)).fetchone() is not None:
-                    continue
-                for statement in statements:
-                    self._db.execute(statement)
-                self._db.execute(
-                    "INSERT INTO _migrations (number, applied_at) VALUES (?, ?)",
-                    (number, time.time()),
-                )
+        try:
+            migrate(self._db, MIGRATIONS, str(self.path))
+        except SchemaTooNew as error:
+            raise ValueError(str(error)) from error
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
