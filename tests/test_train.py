@@ -56,11 +56,16 @@ def test_train_runs_grpo_and_writes_a_loadable_checkpoint(
     with RunStore.open(run_dir, readonly=True) as store:
         stages = store.stages()
         assert list(stages) == ["base", "grpo"]
-        assert all(stage.scores is not None and stage.scores.tasks == 2 for stage in stages.values())
+        assert all(
+            stage.scores is not None and stage.scores.tasks == 2 for stage in stages.values()
+        )
         assert len(store.heldout_tasks()) == 2
         heldout_domains = {task.domain for task in store.heldout_tasks()}
         assert heldout_domains.isdisjoint({task.domain for task in store.tasks()})
         assert [e.index for e in store.episodes()] == [0, 1, 2, 3]
+        # A group's first episode keeps the simulator calls that wrote the group's task.
+        taskgen = [any(call.role == "taskgen" for call in e.sim_calls) for e in store.episodes()]
+        assert taskgen == [True, False, True, False]
         assert all(store.verdict(e.id) is not None for e in store.episodes())
         assert {step for step, _, _ in store.metrics()} == {0, 1}
         assert [step for step, _ in store.curriculum_states()] == [0, 1]

@@ -21,7 +21,7 @@ def export(
     if fmt not in ("jsonl", "parquet"):
         fail(f"unknown format {fmt!r}: use jsonl or parquet")
     try:
-        with RunStore.open(run_dir) as store:
+        with RunStore.open(run_dir, readonly=True) as store:
             paths = store.export(out, fmt)  # type: ignore[arg-type]
     except known_errors() as error:
         fail(one_line(error))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trustee_rl.policy.ledger import TokenLedger
-from trustee_rl.runner import EpisodeRunner, Played
+from trustee_rl.runner import DrawnTask, EpisodeRunner, Played
 from trustee_rl.schema import Task
 from trustee_rl.seeding import derive_seed
 
@@ -45,18 +45,24 @@ class GroupStats:
 
 
 async def play_groups(
-    runner: EpisodeRunner, tasks: list[Task], group_size: int, first_index: int, seed: int
+    runner: EpisodeRunner, tasks: list[DrawnTask], group_size: int, first_index: int, seed: int
 ) -> list[Trajectory]:
     """`group_size` episodes per task, all stepped together; episode ids are their run-wide
-    indices, so a replayed step overwrites its own records."""
+    indices, so a replayed step overwrites its own records. The first episode of a group keeps
+    the simulator calls that wrote its task, as a simulated episode does."""
     envs = []
-    for slot, task in enumerate(tasks):
-        group_seed = derive_seed(seed, "group", task.id)  # shared by the whole group
+    for slot, drawn in enumerate(tasks):
+        if drawn.task is None:
+            raise ValueError(f"group {slot} has no task: {drawn.failure}")
+        group_seed = derive_seed(seed, "group", drawn.task.id)  # shared by the whole group
         for member in range(group_size):
             index = first_index + slot * group_size + member
-            envs.append(
-                runner.episode(task, index=index, seed=group_seed, episode_id=f"ep_{index:07d}")
+            env = runner.episode(
+                drawn.task, index=index, seed=group_seed, episode_id=f"ep_{index:07d}"
             )
+            if member == 0:
+                env.episode.sim_calls = list(drawn.calls)
+            envs.append(env)
     trajectories = []
     for played in await runner.play_lockstep(envs):
         ledger = played.ledger

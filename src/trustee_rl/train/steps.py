@@ -69,7 +69,7 @@ class StepRecorder:
             drawn = await self.tasks.draw(step, slot)
             if drawn.task is None:
                 raise SimulatorError(f"step {step}, group {slot}: {drawn.failure}")
-            tasks.append(drawn.task)
+            tasks.append(drawn)
         config = self.context.config
         first_index = step * config.tasks_per_step * config.group_size
         self.runner.timings = Timings()  # the split is per step
