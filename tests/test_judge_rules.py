@@ -5,7 +5,8 @@ from typing import Any, Literal
 import pytest
 
 from trustee_rl.schema import Episode, Message, SimCall, Task, ToolCall, Verdict
-from trustee_rl.sim.judge import Judge, JudgeConfig, rule_criteria
+from trustee_rl.sim.judge import Judge, JudgeConfig
+from trustee_rl.sim.rules import rule_criteria
 from trustee_rl.sim.structured import SimulatorContext
 
 from .conftest import make_task
@@ -77,38 +78,38 @@ async def test_wrong_argument_fails_intent_with_partial_credit() -> None:
     assert criteria(episode)["intent_tools"] is True
     assert criteria(episode)["correct_calls"] is False
     assert await reward(episode, strictness=1) == 0.0
-    # graded: intent_tools 1.0, correct_calls 0 of 1 values right
-    assert await reward(episode, strictness=1, mode="graded") == pytest.approx(0.5)
+    # graded: intent_tools 1, correct_calls 0 of 1 values right, valid_calls 1
+    assert await reward(episode, strictness=1, mode="graded") == pytest.approx(2 / 3)
 
 
-async def test_a_stray_tool_fails_the_correct_tools_level_only() -> None:
-    episode = episode_with(call(city="Oslo"), call("get_forecast", city="Oslo"))
-    assert criteria(episode)["only_needed_tools"] is False
-    assert criteria(episode)["known_tools"] is False  # and get_forecast is not even offered
+async def test_a_stray_tool_costs_at_every_strictness_and_fails_correct_tools() -> None:
     task = make_task(2)
     task.tools.append(task.tools[0].model_copy(update={"name": "get_forecast"}))
-    verdict_1 = await rules_verdict(make_task(1, tools=task.tools), episode)
-    verdict_2 = await rules_verdict(task, episode)
-    assert (verdict_1.reward, verdict_2.reward) == (1.0, 0.0)
+    episode = episode_with(call(city="Oslo"), call("get_forecast", city="Oslo"))
+    assert {c.name: c.passed for c in rule_criteria(task, episode)}["only_needed_tools"] is False
+    for strictness in (1, 2):
+        verdict = await rules_verdict(make_task(strictness, tools=task.tools), episode, "graded")
+        assert verdict.reward is not None and 0 < verdict.reward < 1
 
 
-async def test_invalid_arguments_fail_no_hallucination() -> None:
-    episode = episode_with(call(city="Oslo"), call(city="Oslo", unit="kelvin"))
+async def test_invalid_arguments_cost_at_every_strictness() -> None:
+    episode = episode_with(call(city="Oslo", unit="kelvin"))
     assert criteria(episode)["valid_calls"] is False
-    assert await reward(episode, strictness=2) == 1.0
-    assert await reward(episode, strictness=3) == 0.0
+    assert await reward(episode, strictness=1) == 0.0
 
 
-async def test_unparseable_call_fails_valid_calls() -> None:
-    broken = ToolCall(name="", parse_error="not JSON")
-    assert criteria(episode_with(call(city="Oslo"), broken))["valid_calls"] is False
+async def test_an_unparseable_call_is_a_violation() -> None:
+    broken = ToolCall(name="get_weather", parse_error="not JSON")
+    episode = episode_with(call(city="Oslo"), broken)
+    assert criteria(episode)["well_formed"] is False
+    assert await reward(episode, strictness=1) == -1.0
 
 
-async def test_repeated_identical_call_fails_redundancy() -> None:
+async def test_a_repeated_call_costs_and_fails_redundancy() -> None:
     episode = episode_with(call(city="Oslo"), call(city="Oslo"))
     assert criteria(episode)["no_redundancy"] is False
-    assert await reward(episode, strictness=3) == 1.0
-    assert await reward(episode, strictness=4) == 0.0
+    assert criteria(episode)["correct_calls"] is False  # one of the two calls is unmatched
+    assert await reward(episode, strictness=1) == 0.0
 
 
 async def test_too_many_calls_fail_efficiency() -> None:
@@ -116,8 +117,6 @@ async def test_too_many_calls_fail_efficiency() -> None:
         call(city="Oslo"), call(city="Oslo", unit="celsius"), call(city="Bergen")
     )
     assert criteria(episode)["efficiency"] is False
-    assert await reward(episode, strictness=4) == 1.0
-    assert await reward(episode, strictness=5) == 0.0
 
 
 async def test_no_call_fails_intent() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from trustee_rl.policy.base import Conversation, Policy
 from trustee_rl.schema import HeldoutScores, Message, Task
-from trustee_rl.sim.judge import leaf_score
+from trustee_rl.sim.rules import leaf_score
 from trustee_rl.sim.tools import call_error
 
 CHUNK = 16

@@ -21,8 +21,8 @@ from trustee_rl.policy.ledger import TokenLedger
 from trustee_rl.runner import DEMONSTRATION, TaskSource
 from trustee_rl.schema import Message, SimCall, Task, ToolCall
 from trustee_rl.seeding import derive_seed
-from trustee_rl.sim.judge import leaf_score
 from trustee_rl.sim.prompts import load_prompt
+from trustee_rl.sim.rules import leaf_score
 from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
 from trustee_rl.sim.tools import call_error
 from trustee_rl.train.config import WarmStartConfig
