@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from trustee_rl.cli import runs, simulate, train
+from trustee_rl.cli import judge, runs, simulate, train
 from trustee_rl.evaluate.commands import eval_app
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.command()(simulate.simulate)
 app.command()(train.train)
+app.command()(judge.judge)
 app.command()(runs.export)
 app.command()(runs.report)
 app.add_typer(eval_app, name="eval")
