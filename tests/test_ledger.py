@@ -194,7 +194,7 @@ def test_both_formats_render_the_same_text(tokenizer: PreTrainedTokenizerBase) -
     assert hermes.render(opening, TOOLS, True) == text
 
 
-def test_truncated_turn_gets_the_end_token_with_mask_one(
+def test_truncated_turn_is_closed_by_an_end_token_it_is_not_trained_on(
     tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat
 ) -> None:
     ledger = TokenLedger(tokenizer, chat_format)
@@ -205,7 +205,8 @@ def test_truncated_turn_gets_the_end_token_with_mask_one(
     reply = ledger.add_policy_turn(cut)
 
     assert ledger.completion_ids == [*cut, chat_format.end_of_turn_id]
-    assert ledger.completion_mask == [1] * (len(cut) + 1)
+    assert ledger.completion_mask == [1] * len(cut) + [0]
+    assert ledger.truncated_turns == 1
     assert reply.content == "I will check."
     assert reply.tool_calls[0].parse_error is not None
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (len(prompt), len(cut))

@@ -65,7 +65,7 @@ async def test_the_ledger_holds_exactly_what_the_policy_sampled(policy: Transfor
     (first,) = await policy.act([Conversation(OPENING, [WEATHER], ledger=ledger, max_tokens=5)])
     end = policy.chat_format.end_of_turn_id
     assert ledger.completion_ids[-1] == end
-    assert ledger.num_policy_tokens <= 5 + 1  # the cap, plus the end-of-turn a cut turn gets
+    assert ledger.num_policy_tokens <= 5  # the cap; a cut turn's closing token is not the policy's
     assert ledger.prompt_ids == policy.chat_format.encode(
         policy.chat_format.render(OPENING, [WEATHER], True)
     )

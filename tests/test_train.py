@@ -78,6 +78,10 @@ def test_train_runs_grpo_and_writes_a_loadable_checkpoint(
         "policy_s",
         "environment_s",
         "judge_s",
+        "imitating_turns",
+        "truncated_turns",
+        "parse_errors",
+        "calls_per_turn",
     } <= names
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))

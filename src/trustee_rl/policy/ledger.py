@@ -9,8 +9,10 @@ loudly for a template that breaks it.
 
 Layout: `prompt_ids` is the opening conversation rendered once, up to and including the first
 assistant header; `completion_ids` is everything after, with `completion_mask` 1 exactly on
-sampled policy tokens and the end-of-turn token closing each policy turn, 0 on environment turns,
-role headers (the assistant's included) and the newline after each end-of-turn. The ledger ends right after the last policy turn's end-of-turn token.
+sampled policy tokens (the end-of-turn token closing a turn included, when the policy sampled it),
+0 on environment turns, role headers (the assistant's included), the newline after each
+end-of-turn and the end-of-turn that closes a turn cut at its cap. The ledger ends right after the
+last policy turn's end-of-turn token.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class TokenLedger:
         self._history_text = ""
         self._started = False
         self._awaiting_policy = False
+        # Policy turns cut at their token cap rather than ended by the policy.
+        self.truncated_turns = 0
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -87,8 +91,9 @@ class TokenLedger:
     def add_policy_turn(self, token_ids: Sequence[int]) -> Message:
         """Append the policy's sampled ids verbatim (mask 1) and return the reply they spell.
 
-        A turn cut short (at max tokens, say) gets the end-of-turn id appended, also with mask 1:
-        the sequence stays a well-formed conversation, and the policy is trained on ending there.
+        A turn cut short (at max tokens, say) gets the end-of-turn id appended with mask 0: the
+        sequence stays a well-formed conversation, and the policy is not trained on a token it
+        never sampled.
         """
         self._expect_policy()
         end = self.chat_format.end_of_turn_id
@@ -96,12 +101,15 @@ class TokenLedger:
         if end in sampled[:-1]:
             raise ValueError("end-of-turn id inside the turn: strip what follows it (padding?)")
         closed = bool(sampled) and sampled[-1] == end
+        self.truncated_turns += not closed
         spoken = sampled[:-1] if closed else sampled
         reply = self.chat_format.parse_reply(self.chat_format.decode(spoken))
         reply.usage = Usage(prompt_tokens=len(self.context_ids), completion_tokens=len(sampled))
         history = self.chat_format.render([*self._messages, reply], self._tools, False)
         self._check_prefix(self._context_text, history)
-        self._append(sampled if closed else [*sampled, end], 1)
+        self._append(sampled, 1)
+        if not closed:  # closes the turn, but the policy never sampled it: not trained on
+            self._append([end], 0)
         self._messages.append(reply)
         self._history_text = history
         self._awaiting_policy = False

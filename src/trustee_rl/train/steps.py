@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustee_rl.curriculum import Curriculum
+from trustee_rl.policy.ledger import TokenLedger
 from trustee_rl.runner import EpisodeRunner, TaskSource, Timings, advance_curriculum
+from trustee_rl.sim.rules import IMITATION
 from trustee_rl.sim.structured import SimulatorError
 from trustee_rl.store import RunStore
 from trustee_rl.train.config import TrainConfig, TrainingRefused
@@ -100,6 +102,10 @@ class StepRecorder:
             self.context.store,
         )
         calls = [call for t in trajectories for call in t.played.episode.tool_calls]
+        turns = [
+            m for t in trajectories for m in t.played.episode.messages if m.role == "assistant"
+        ]
+        ledgers = [t.played.ledger for t in trajectories]
         self.pending = {
             "reward_mean": sum(scored) / len(scored) if scored else math.nan,
             "difficulty": level,
@@ -107,6 +113,13 @@ class StepRecorder:
             "zero_variance_groups": float(stats.zero_variance),
             "tool_calls_per_episode": len(calls) / max(len(trajectories), 1),
             "valid_call_share": sum(c.parse_error is None for c in calls) / max(len(calls), 1),
+            # Reward-hacking signals: what a policy gaming the judge would do more of.
+            "calls_per_turn": len(calls) / max(len(turns), 1),
+            "parse_errors": float(sum(c.parse_error is not None for c in calls)),
+            "imitating_turns": float(sum(bool(IMITATION.search(m.content or "")) for m in turns)),
+            "truncated_turns": float(
+                sum(ledger.truncated_turns for ledger in ledgers if isinstance(ledger, TokenLedger))
+            ),
             **self.runner.timings.as_dict(),
         }
 
