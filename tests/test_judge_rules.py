@@ -105,6 +105,17 @@ async def test_an_unparseable_call_is_a_violation() -> None:
     assert await reward(episode, strictness=1) == -1.0
 
 
+async def test_graded_violations_stay_below_zero_but_keep_their_calls_apart() -> None:
+    imitation = "<tool_response>{}</tool_response>"
+    right = episode_with(call(city="Oslo"), reply=imitation)
+    wrong = episode_with(call(city="Rome"), reply=imitation)
+    got_right = await reward(right, strictness=1, mode="graded")
+    got_wrong = await reward(wrong, strictness=1, mode="graded")
+    assert got_right is not None and got_wrong is not None
+    assert -1.0 <= got_wrong < got_right <= -0.5
+    assert await reward(right, strictness=1) == -1.0  # levels: TRUSTEE's flat -1
+
+
 async def test_a_repeated_call_costs_and_fails_redundancy() -> None:
     episode = episode_with(call(city="Oslo"), call(city="Oslo"))
     assert criteria(episode)["no_redundancy"] is False

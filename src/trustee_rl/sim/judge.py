@@ -22,12 +22,17 @@ from trustee_rl.sim.rules import LEVEL_CRITERIA, RULES_VERSION, VIOLATIONS, rule
 from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
 from trustee_rl.sim.user import transcript
 
+# The share of a violator's criterion score it keeps in the graded map: its reward stays in
+# [-1, -0.5], below every episode without a violation.
+VIOLATION_CREDIT = 0.5
+
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["lm", "rules"] = "lm"
-    # levels: TRUSTEE's {-1, 0, 1}; graded: -1 on a violation, else the mean criterion score in [0, 1].
+    # levels: TRUSTEE's {-1, 0, 1}; graded: the mean criterion score in [0, 1], or in [-1, -0.5]
+    # with a violation.
     reward: Literal["levels", "graded"] = "levels"
 
 
@@ -78,12 +83,16 @@ class Judge:
     def _reward(
         self, task: Task, episode: Episode, active: list[CriterionResult], violated: bool
     ) -> float:
+        share = sum(c.score for c in active) / len(active) if active else 1.0
         if violated:
-            return -1.0
+            # graded: still below every episode without a violation, but a violator that got the
+            # calls right is told apart from one that did not, so a group of violators (a policy
+            # that imitates tool output every time, say) still carries a signal.
+            return -1.0 + VIOLATION_CREDIT * share if self.config.reward == "graded" else -1.0
         if task.expected_calls and not episode.tool_calls:
             return 0.0  # nothing else an episode does stands in for the call it needed
         if self.config.reward == "graded":
-            return sum(c.score for c in active) / len(active) if active else 1.0
+            return share
         return 1.0 if all(c.passed for c in active) else 0.0
 
     async def _lm_criteria(
