@@ -10,18 +10,11 @@ from typing import Any, Literal
 import pytest
 
 from trustee_rl.lm.base import Completion
-from trustee_rl.schema import (
-    Difficulty,
-    Episode,
-    ExpectedCall,
-    Message,
-    Provenance,
-    Task,
-    Tool,
-    ToolCall,
-)
+from trustee_rl.schema import Episode, ExpectedCall, Message, Task, Tool, ToolCall
 from trustee_rl.sim.judge import Judge, JudgeConfig
 from trustee_rl.sim.structured import SimulatorContext
+
+from .conftest import make_task
 
 BOOK = Tool(
     name="book_table",
@@ -52,27 +45,18 @@ RIGHT = {"restaurant": "Nola", "party_size": 4, "date": "2026-12-24", "time": "1
 
 
 def task(strictness: int) -> Task:
-    return Task(
+    return make_task(
+        strictness,
         id="task_probe",
         domain="restaurant_reservations",
         tools=[BOOK, CANCEL],
-        system_prompt="You book tables.",
-        persona="expert",
+        distractors=[],
+        forbidden=[],
+        rubric=[],
+        private_facts={},
         initial_message="A table for 4 at Nola on 2026-12-24 at 19:00, please.",
         goal="Book a table for 4 at Nola on 2026-12-24 at 19:00.",
         expected_calls=[ExpectedCall(name="book_table", arguments=RIGHT)],
-        difficulty=Difficulty(
-            level=50,
-            num_tools=2,
-            num_calls=1,
-            num_turns=1,
-            prompt_specificity="brief",
-            persona="expert",
-            ambiguity="clear",
-            strictness=strictness,
-        ),
-        seed=1,
-        provenance=Provenance(simulator_model="test"),
     )
 
 
