@@ -59,6 +59,15 @@ def test_sim_benchmark_freezes_held_out_tasks_and_scores_whole_episodes(
     assert other.exit_code == 0, other.output
     assert load_tasks(tasks) == frozen
 
+    # Compare pairs the two on the same frozen tasks, from the episodes each dir cached.
+    args = ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot",
+            str(tmp_path / "chart.svg"), "--json"]  # fmt: skip
+    compared = runner.invoke(app, args)
+    assert compared.exit_code == 0, compared.output
+    success = next(r for r in json.loads(compared.stdout)["rows"] if r["metric"] == "success rate")
+    assert success["n"] == [4, 4] and success["intervals"][0]["method"] == "wilson"
+    assert success["tests"][1]["test"] == "mcnemar" and success["tests"][1]["paired"] == 4
+
 
 def test_sim_benchmark_needs_tasks_or_a_count(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
     result = eval_sim(server.base_url, server.base_url, tmp_path / "none.jsonl", tmp_path / "o")
@@ -181,7 +190,9 @@ def test_compare_takes_its_dirs_from_a_config_file(tmp_path: Path) -> None:
     config.write_text(f"dirs: [{tmp_path / 'a'}]\nplot: null\n")
     result = runner.invoke(app, ["eval", "compare", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
+    # A summary without a results cache: the figure, without items to put an interval on.
     assert json.loads(result.stdout)["rows"] == [
-        {"benchmark": "sim", "metric": "success rate", "values": [0.5]}
-    ]
+        {"benchmark": "sim", "metric": "success rate", "values": [0.5], "n": [None],
+         "intervals": [None], "tests": [None], "notes": []}
+    ]  # fmt: skip
     assert "chart:" not in result.stderr

@@ -56,13 +56,39 @@ def _print_stages(stages: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"held-out first replies ({run_dir})")
-    columns = ("any_call", "valid_call", "right_tool", "argument_accuracy")
+    from trustee_rl.heldout import RATES, format_interval, format_test, score_intervals, stage_tests
+    from trustee_rl.schema import HeldoutScores
+
+    table = Table(
+        title=f"held-out first replies ({run_dir})",
+        caption="In brackets: the 95% interval (Wilson; a bootstrap over tasks for argument"
+        " accuracy). Below each stage after the first: its paired test against the stage before"
+        " on the same tasks (McNemar exact: +tasks gained/−tasks lost; a paired bootstrap for"
+        " argument accuracy).",
+    )
     table.add_column("stage")
-    for column in columns:
+    table.add_column("tasks", justify="right")
+    for column in RATES:
         table.add_column(column.replace("_", " "), justify="right")
+    previous: HeldoutScores | None = None
     for name, stage in stages.items():
-        if stage.scores is not None:
-            table.add_row(name, *(f"{getattr(stage.scores, c):.1%}" for c in columns))
+        if stage.scores is None:
+            continue
+        intervals = score_intervals(stage.scores)
+        table.add_row(
+            name,
+            str(stage.scores.tasks),
+            *(
+                f"{getattr(stage.scores, c):.1%}"
+                + (f" {format_interval(intervals[c])}" if c in intervals else "")
+                for c in RATES
+            ),
+        )
+        tested = stage_tests(previous, stage.scores) if previous is not None else None
+        if tested is not None:
+            table.add_row(
+                "", f"{tested.paired} paired", *(format_test(tested.tests[c]) for c in RATES)
+            )
+        previous = stage.scores
     Console().print(table)
     typer.echo(f"final checkpoint: {run_dir / 'final'}")

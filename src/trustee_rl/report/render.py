@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from trustee_rl.report.charts import format_number
 from trustee_rl.report.views import Page
+from trustee_rl.stats import McNemar, PairedBootstrap, format_p
 
 
 def render(page: Page) -> str:
@@ -39,6 +40,8 @@ def _environment() -> Environment:
         pretty_json=pretty_json,
         json_text=json_text,
         scalar=scalar,
+        p_value=format_p,
+        test_detail=test_detail,
     )
     return environment
 
@@ -56,6 +59,17 @@ def tone(reward: float | None) -> str:
     if reward is None:
         return "muted"
     return "pos" if reward > 0 else "neg" if reward < 0 else "zero"
+
+
+def test_detail(test: McNemar | PairedBootstrap, paired: int) -> str:
+    """What a stage-to-stage test rests on, for a tooltip."""
+    if isinstance(test, McNemar):
+        return f"McNemar exact on {paired} tasks: {test.c} passed only now, {test.b} only before"
+    low, high = test.interval
+    return (
+        f"paired bootstrap on {paired} tasks: change {100 * test.difference:+.1f} points"
+        f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+    )
 
 
 def pretty_json(value: Any) -> str:

@@ -14,20 +14,18 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from trustee_rl.curriculum import ORDINAL_ASPECTS, AspectStats, Curriculum, CurriculumConfig
+from trustee_rl.heldout import RATES, StageTests, score_intervals, stage_tests
 from trustee_rl.report.charts import PALETTE, Chart, Point, Series, line_chart, rate_color
 from trustee_rl.report.data import RunData
 from trustee_rl.schema import Episode, HeldoutScores, StageRecord, Task, Verdict
+from trustee_rl.stats import Interval
 
 # The browser holds full conversations; beyond this many episodes the file would get unwieldy.
 BROWSER_CAP = 500
 PROGRESS_CHUNKS = 5
 CONFIG_KEYS = ("policy", "simulator", "seed", "episodes")
 # Held-out scores shown per stage: every rate HeldoutScores has (`tasks` is the count they are of).
-STAGE_COLUMNS = {
-    name: info.description or name
-    for name, info in HeldoutScores.model_fields.items()
-    if name != "tasks"
-}
+STAGE_COLUMNS = {name: HeldoutScores.model_fields[name].description or name for name in RATES}
 
 AspectTable = dict[str, dict[str, AspectStats]]
 _ASPECT_TABLE = TypeAdapter(AspectTable)
@@ -290,6 +288,10 @@ class StageRow:
     # Change of each rate since the previous stage that has scores, so each stage's own
     # contribution shows (the warm start's gain is not credited to GRPO).
     change: dict[str, float]
+    # Each rate's 95 % interval, and its paired test against that previous stage on the same
+    # tasks (None where either stage predates per-task outcomes).
+    intervals: dict[str, Interval]
+    tests: StageTests | None
 
 
 @dataclass(frozen=True)
@@ -306,12 +308,15 @@ def _stages(data: RunData) -> Stages | None:
     previous: HeldoutScores | None = None
     for record in data.stages.values():
         change = {}
+        tests = None
         if record.scores is not None and previous is not None:
             change = {
                 name: getattr(record.scores, name) - getattr(previous, name)
                 for name in STAGE_COLUMNS
             }
-        rows.append(StageRow(record, change))
+            tests = stage_tests(previous, record.scores)
+        intervals = score_intervals(record.scores) if record.scores is not None else {}
+        rows.append(StageRow(record, change, intervals, tests))
         previous = record.scores or previous
     return Stages(STAGE_COLUMNS, rows, data.heldout_tasks)
 
