@@ -88,7 +88,7 @@ def test_saved_checkpoint_reloads_with_identical_logits(
     assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
-    assert tokenizer.chat_template == policy.tokenizer.chat_template
+    assert tokenizer.chat_template == policy.chat_format.serving_template()
     ids = torch.tensor([policy.chat_format.encode("<|im_start|>user\nHi<|im_end|>\n")])
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, policy.model(ids).logits)

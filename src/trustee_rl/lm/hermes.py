@@ -83,11 +83,14 @@ def _parse_call(body: str) -> ToolCall:
 
 def to_text_messages(messages: Sequence[Turn], tools: Sequence[ToolSpec]) -> list[dict[str, str]]:
     """OpenAI-format messages for a model without native tool calling: tools rendered into the
-    system turn, calls as `<tool_call>` text, results as `<tool_response>` user turns (Qwen's way)."""
+    opening system turn (one made for them where the conversation has none), calls as
+    `<tool_call>` text, results as `<tool_response>` user turns (Qwen's way)."""
+    turns = [turn.to_openai() if isinstance(turn, Message) else turn for turn in messages]
+    if tools and (not turns or turns[0]["role"] != "system"):
+        turns = [{"role": "system", "content": ""}, *turns]
     rendered: list[dict[str, str]] = []
     results_open = False  # whether the last rendered turn is a block of tool results
-    for turn in messages:
-        message = turn.to_openai() if isinstance(turn, Message) else turn
+    for index, message in enumerate(turns):
         role, content = message["role"], message.get("content") or ""
         if role == "tool":
             block = f"<tool_response>\n{content}\n</tool_response>"
@@ -98,7 +101,7 @@ def to_text_messages(messages: Sequence[Turn], tools: Sequence[ToolSpec]) -> lis
             results_open = True
             continue
         results_open = False
-        if role == "system":
+        if role == "system" and index == 0:
             rendered.append({"role": "system", "content": tools_system_prompt(content, tools)})
         elif role == "assistant":
             parts = [content] if content else []

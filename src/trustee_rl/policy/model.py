@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from transformers import (
 )
 
 from trustee_rl.lm.embedded import cache_dir, default_model_path
+from trustee_rl.policy.chat import AUTO, ChatFormat, ChatTemplateMismatch, chat_format_for
 
 EMBEDDED = "embedded"
 _CACHE_NAME = "smollm2-135m-hf"
@@ -74,15 +76,61 @@ def load_policy(
 
 
 def save_policy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    chat_format: ChatFormat | None = None,
 ) -> Path:
-    """Write an HF checkpoint (weights, config, tokenizer with its chat template) to `out_dir`."""
+    """Write an HF checkpoint (weights, config, tokenizer) to `out_dir`, its chat template the
+    one `save_tokenizer` writes."""
+    out = Path(out_dir)
+    template = _serving_template(tokenizer, chat_format)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_weights(model, out)
+    _save_with_template(tokenizer, out, template)
+    return out
+
+
+def save_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, chat_format: ChatFormat | None = None
+) -> Path:
+    """Write the tokenizer with the serving template of `chat_format` (by default the format
+    detected for it): a server given the checkpoint (vLLM's Hermes tool parser, say) then renders
+    tools, calls and results exactly as training did."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _save_with_template(tokenizer, out, _serving_template(tokenizer, chat_format))
+    return out
+
+
+def _serving_template(
+    tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat | None
+) -> str | None:
+    chat_format = chat_format or chat_format_for(AUTO, tokenizer)
+    try:
+        return chat_format.serving_template()
+    except ChatTemplateMismatch as error:
+        # Losing trained weights over a template would be worse: the checkpoint keeps the
+        # model's own template, which this project still reads right but servers cannot.
+        warnings.warn(f"checkpoint saved without tool-aware chat template: {error}", stacklevel=3)
+        return None
+
+
+def _save_with_template(
+    tokenizer: PreTrainedTokenizerBase, out: Path, template: str | None
+) -> None:
+    original = tokenizer.chat_template
+    if template is not None:
+        tokenizer.chat_template = template
+    try:
+        tokenizer.save_pretrained(out)
+    finally:  # the live tokenizer is left as it was: formats made from it render as before
+        tokenizer.chat_template = original
+
+
+def _save_weights(model: PreTrainedModel, out: Path) -> None:
     _forget_gguf_origin(model)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def _forget_gguf_origin(model: PreTrainedModel) -> None:
@@ -116,7 +164,9 @@ def _build_checkpoint(gguf: Path, target: Path, stamp: str) -> None:
             dtype=torch.float32,
             quantization_config=GgufConfig(dequantize=True),
         )
-        save_policy(model, tokenizer, temporary)
+        # The published model as it is, its own chat template included.
+        _save_weights(model, temporary)
+        tokenizer.save_pretrained(temporary)
         (temporary / _STAMP).write_text(stamp)
         os.chmod(temporary, 0o755)  # mkdtemp makes it private; it is a plain cache dir
         _swap_into_place(temporary, target, stamp)
