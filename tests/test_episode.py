@@ -87,7 +87,7 @@ async def test_a_plain_reply_gets_the_users_answer() -> None:
         assert result.messages == [Message(role="user", content="Oslo, please.")]
         assert env.episode.messages[-1] == result.messages[0]
         [call] = env.episode.sim_calls
-        assert call.role == "user" and call.prompt_version == "user@1"
+        assert call.role == "user" and call.prompt_version == "user@2"
         assert call.seed == derive_seed(SEED, "user", 1)
 
 

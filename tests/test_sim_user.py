@@ -86,3 +86,33 @@ async def test_the_user_sees_the_conversation_but_not_the_tool_traffic() -> None
         assert "Assistant: It is 3.5 degrees." in seen
         assert f"User: {make_task().initial_message}" in seen
         assert "sleet" not in seen and "get_weather" not in seen
+
+
+async def test_a_reply_that_ignores_the_question_about_a_fact_is_asked_again() -> None:
+    async with episode_with_user([CLEAN, LEAK]) as env:
+        result = await env.step(says("Which city are you in?"))
+        assert result.messages[0].content == f"I am in {FACT}."
+        assert env.episode.sim_calls[0].error == (
+            "the reply does not answer the question about city; give that detail from your facts"
+        )
+
+
+async def test_a_placeholder_in_a_reply_is_rejected() -> None:
+    blank = Reply(content=json.dumps({"reply": "Hello [user], any news?", "done": False}))
+    async with episode_with_user([blank, CLEAN]) as env:
+        await env.step(says("How can I help?"))
+        assert env.episode.sim_calls[0].error == (
+            'the reply has a placeholder "[user]"; write the real words a customer would say, '
+            "with no brackets or blanks to fill"
+        )
+        assert env.episode.messages[-1].content == "I would like today's weather."
+
+
+async def test_a_user_speaking_as_the_assistant_is_rejected() -> None:
+    swapped = Reply(content=json.dumps({"reply": "How can I help you today?", "done": False}))
+    async with episode_with_user([swapped, CLEAN]) as env:
+        await env.step(says("Hello."))
+        assert env.episode.sim_calls[0].error == (
+            "the reply speaks as the assistant; you are the customer: say what you want, "
+            "in the first person"
+        )

@@ -53,7 +53,7 @@ async def test_retries_feed_the_complaint_back_and_log_every_try() -> None:
     assert [c.seed for c in log] == [first, first + 1, first + 2]
     assert log[0].error and "schema violation" in log[0].error
     assert log[1].error == "repeats" and log[2].error is None
-    assert log[0].prompt_version == "user@1"
+    assert log[0].prompt_version == "user@2"
     assert "rejected" in second_request[-1]["content"]
 
 

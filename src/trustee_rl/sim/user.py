@@ -6,8 +6,16 @@ from typing import Any
 
 from trustee_rl.lm.base import LM
 from trustee_rl.schema import Message, Task
+from trustee_rl.sim.coherence import (
+    asks,
+    echo_problem,
+    placeholder_problem,
+    repetition_problem,
+    unanswered_problem,
+    voice_problem,
+)
 from trustee_rl.sim.prompts import load_prompt
-from trustee_rl.sim.structured import SimulatorContext, ask_json, repetitive
+from trustee_rl.sim.structured import SimulatorContext, ask_json
 
 REPLY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -58,6 +66,7 @@ class UserSimulator:
         last_agent = next(
             (m.content or "" for m in reversed(conversation) if m.role == "assistant"), ""
         )
+        earlier = [m.content or "" for m in conversation if m.role == "user"]
         value = await ask_json(
             self.lm,
             self.context,
@@ -66,22 +75,31 @@ class UserSimulator:
             messages=messages,
             schema=REPLY_SCHEMA,
             seed_labels=("user", turn),
-            check=lambda v: self._complaint(v["reply"], asked="?" in last_agent),
+            check=lambda v: self._complaint(v["reply"], last_agent, earlier),
             max_tokens=160,
         )
         return Message(role="user", content=value["reply"]), bool(value["done"])
 
-    def _complaint(self, reply: str, asked: bool) -> str | None:
+    def _complaint(self, reply: str, question: str, earlier: list[str]) -> str | None:
+        """What is wrong with `reply` to the agent's last message `question`, as the complaint the
+        simulator gets on its retry; None when nothing is."""
         text = reply.lower()
-        if repetitive(reply):
+        if reason := placeholder_problem(reply):
+            return self.prompt.text("placeholder_complaint", reason=reason)
+        if repetition_problem(reply):
             return self.prompt.text("repeats_complaint")
+        if echo_problem(reply, earlier):
+            return self.prompt.text("copies_complaint")
+        if voice_problem(reply):
+            return self.prompt.text("assistant_voice_complaint")
         named = [tool.name for tool in self.task.tools if tool.name.lower() in text]
         if named:
             return self.prompt.text("names_functions_complaint", names=", ".join(named))
-        if not asked:
-            volunteered = [
-                key for key, value in self.task.private_facts.items() if value.lower() in text
-            ]
+        facts = self.task.private_facts
+        if not asks(question):
+            volunteered = [key for key, value in facts.items() if value.lower() in text]
             if volunteered:
                 return self.prompt.text("volunteered_complaint", facts=", ".join(volunteered))
+        elif reason := unanswered_problem(question, reply, facts):
+            return self.prompt.text("unanswered_complaint", reason=reason)
         return None
