@@ -45,12 +45,14 @@ def test_group_rewards_fill_unscored_episodes_with_their_group_mean_and_mask_the
     assert (stats.groups, stats.unscored, stats.zero_variance) == (1, 1, 0)
 
 
-def test_groups_without_reward_variance_are_counted() -> None:
+def test_groups_without_reward_variance_are_counted_and_left_out_of_the_loss() -> None:
     trajectories = [trajectory(i, r) for i, r in enumerate([1.0, 1.0, 0.0, 1.0, None, None])]
     stats = GroupStats()
     group_rewards(trajectories, group_size=2, stats=stats)
     # [1, 1] and [None, None] carry no signal; [0, 1] does.
     assert (stats.groups, stats.zero_variance, stats.unscored) == (3, 2, 2)
+    assert [t.env_mask for t in trajectories[:2]] == [[0, 0, 0], [0, 0, 0]]
+    assert [t.env_mask for t in trajectories[2:4]] == [[1, 0, 1], [1, 0, 1]]
 
 
 def test_trl_prompt_positions_map_to_their_group_members() -> None:

@@ -114,3 +114,24 @@ def test_train_prints_intervals_and_tests(
     printed = capsys.readouterr().out
     assert "20.0% [8.1, 41.6]" in printed and "60.0% [38.7, 78.1]" in printed
     assert "20 paired" in printed and "p=0.039 (+10/−2)" in printed
+
+
+def test_where_no_offered_tool_fits_declining_is_the_right_first_move() -> None:
+    unanswerable = [
+        make_task(id=f"nofit_{i}", expected_calls=[], private_facts={}) for i in range(2)
+    ]
+    call = ToolCall(name="get_weather", arguments={"city": "Oslo"})
+    scores = first_reply_scores(
+        unanswerable,
+        [
+            Message(role="assistant", content="None of my tools can do that."),
+            Message(role="assistant", tool_calls=[call]),
+        ],
+    )
+    declined, called = scores.per_task
+    assert (declined.right_tool, declined.argument_accuracy, declined.any_call) == (
+        True,
+        1.0,
+        False,
+    )
+    assert (called.right_tool, called.argument_accuracy, called.valid_call) == (False, 0.0, True)

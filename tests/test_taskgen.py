@@ -18,9 +18,12 @@ from trustee_rl.sim.taskgen import TaskGenConfig
 from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply, SchemaResponder
 
 
-def difficulty(num_tools: int, num_calls: int, ambiguity: str = "somewhat") -> Difficulty:
+def difficulty(
+    num_tools: int, num_calls: int, ambiguity: str = "somewhat", answerable: bool = True
+) -> Difficulty:
     return Difficulty.model_validate(
         {
+            "answerable": answerable,
             "level": 50,
             "num_tools": num_tools,
             "num_calls": num_calls,
@@ -118,7 +121,7 @@ async def test_withheld_details_become_private_facts_the_agent_must_ask_for() ->
     ]
     assert [call.role for call in log] == ["taskgen"]
     assert task.provenance.prompt_versions == {
-        "taskgen": "taskgen@1",
+        "taskgen": "taskgen@2",
         "agent_system": "agent_system@1",
     }
 
@@ -133,3 +136,41 @@ async def test_an_invented_distractor_must_have_a_new_name() -> None:
     assert invented is not None and invented.parameters["required"] == ["member_id"]
     assert log[0].error is not None and log[0].error.endswith(" is taken")
     assert log[1].error is None
+
+
+async def test_a_task_no_offered_tool_fits_expects_no_call_and_offers_only_unrelated_tools() -> (
+    None
+):
+    async with environment() as env:
+        task = await env.task(difficulty(3, 1, ambiguity="highly", answerable=False), 5, [])
+        fitting = await env.task(difficulty(3, 1, ambiguity="highly"), 5, [])
+    assert task.expected_calls == [] and task.private_facts == {} and task.forbidden == []
+    # The request is the one the answerable twin makes, but none of its tools is on offer: the
+    # offered tools all come from other domains.
+    [needed] = fitting.expected_calls
+    assert needed.name not in {tool.name for tool in task.tools}
+    domain_tools = {tool.name for tool in load_catalog(None).domain(task.domain).tools}
+    assert len(task.tools) == 3 and not domain_tools & {tool.name for tool in task.tools}
+    assert [item.id for item in task.rubric] == ["decline"]
+
+
+async def test_template_requests_state_every_fact_without_a_simulator_call() -> None:
+    log: list[SimCall] = []
+    config = TaskGenConfig(request_writer="template")
+    async with environment(config) as env:
+        tasks = [await env.task(difficulty(3, 2, "clear"), seed, log) for seed in range(20)]
+    assert log == []  # catalog arguments and templates: the simulator is not asked
+    for task in tasks:
+        assert task.provenance.prompt_versions["templates"] == "templates@1"
+        assert task.goal.startswith("The user wants the assistant to ")
+        for call in task.expected_calls:
+            for value in call.arguments.values():
+                if isinstance(value, dict):
+                    continue
+                for item in value if isinstance(value, list) else [value]:
+                    shown = item if isinstance(item, str) else json.dumps(item)
+                    assert shown in task.initial_message
+        # No placeholder and no function name: the request is the tool's description in words.
+        assert "[" not in task.initial_message and "$" not in task.initial_message
+        assert not any(tool.name in task.initial_message for tool in task.tools)
+    assert len({task.initial_message.split(" ")[0] for task in tasks}) > 3  # varied wording

@@ -40,6 +40,13 @@ class CurriculumConfig(BaseModel):
     )
     epsilon: float = Field(default=0.5, ge=0, le=1, description="chance to randomise each aspect")
     mode: Literal["adaptive", "fixed"] = "adaptive"
+    unanswerable_share: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="share of tasks no offered tool fits, where declining is right (without them "
+        "an agent learns to call something whatever it is asked)",
+    )
 
 
 class AspectStats(BaseModel):
@@ -90,6 +97,7 @@ class Curriculum:
         values["strictness"] = 1 + self._pick(rng, _bound(level, len(STRICTNESS_LEVELS)))
         # Every expected call needs its tool on offer.
         values["num_tools"] = max(values["num_tools"], values["num_calls"])
+        values["answerable"] = rng.random() >= self.config.unanswerable_share
         return Difficulty(level=level, **values)
 
     def _pick(self, rng: random.Random, bound: int) -> int:

@@ -6,12 +6,28 @@ store before training, from catalog domains never trained on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from trustee_rl.policy.base import Conversation, Policy
-from trustee_rl.schema import HeldoutScores, Message, Task
+from trustee_rl.schema import HeldoutOutcome, HeldoutScores, Message, Task
 from trustee_rl.sim.rules import leaf_score
 from trustee_rl.sim.tools import call_error
+from trustee_rl.stats import (
+    Interval,
+    McNemar,
+    PairedBootstrap,
+    bootstrap_interval,
+    format_p,
+    mcnemar,
+    paired_bootstrap,
+    wilson_interval,
+)
 
 CHUNK = 16
+# The rates of HeldoutScores: pass/fail per task, and the one graded per task.
+PASS_FAIL = ("any_call", "valid_call", "right_tool")
+GRADED = ("argument_accuracy",)
+RATES = PASS_FAIL + GRADED
 
 
 def opening(task: Task) -> list[Message]:
@@ -31,22 +47,104 @@ async def score_first_replies(policy: Policy, tasks: list[Task]) -> HeldoutScore
 
 
 def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScores:
-    any_call = valid = right = 0
-    accuracy = 0.0
+    outcomes = []
     for task, reply in zip(tasks, replies, strict=True):
         calls = reply.tool_calls
-        if not calls:
+        if not task.expected_calls:  # no offered tool fits: declining is the right move
+            declined = not calls
+            outcomes.append(
+                HeldoutOutcome(
+                    task_id=task.id,
+                    any_call=bool(calls),
+                    valid_call=bool(calls) and all(call_error(c, task) is None for c in calls),
+                    right_tool=declined,
+                    argument_accuracy=float(declined),
+                )
+            )
             continue
-        any_call += 1
-        valid += all(call_error(call, task) is None for call in calls)
-        right += calls[0].name in {expected.name for expected in task.expected_calls}
+        if not calls:
+            outcomes.append(
+                HeldoutOutcome(
+                    task_id=task.id,
+                    any_call=False,
+                    valid_call=False,
+                    right_tool=False,
+                    argument_accuracy=0.0,
+                )
+            )
+            continue
         first_expected = task.expected_calls[0]
-        accuracy += max(leaf_score(first_expected, call) for call in calls)
+        outcomes.append(
+            HeldoutOutcome(
+                task_id=task.id,
+                any_call=True,
+                valid_call=all(call_error(call, task) is None for call in calls),
+                right_tool=calls[0].name in {expected.name for expected in task.expected_calls},
+                argument_accuracy=max(leaf_score(first_expected, call) for call in calls),
+            )
+        )
     n = max(len(tasks), 1)
     return HeldoutScores(
         tasks=len(tasks),
-        any_call=any_call / n,
-        valid_call=valid / n,
-        right_tool=right / n,
-        argument_accuracy=accuracy / n,
+        any_call=sum(o.any_call for o in outcomes) / n,
+        valid_call=sum(o.valid_call for o in outcomes) / n,
+        right_tool=sum(o.right_tool for o in outcomes) / n,
+        argument_accuracy=sum(o.argument_accuracy for o in outcomes) / n,
+        per_task=outcomes,
     )
+
+
+def score_intervals(scores: HeldoutScores) -> dict[str, Interval]:
+    """Each rate's interval: Wilson for the pass/fail rates, from the rate and the task count (so
+    records kept before per-task outcomes were stored have them too); a bootstrap over tasks for
+    argument accuracy, where the per-task outcomes are stored."""
+    if scores.tasks == 0:
+        return {}
+    intervals = {
+        name: wilson_interval(getattr(scores, name) * scores.tasks, scores.tasks)
+        for name in PASS_FAIL
+    }
+    if scores.per_task:
+        for name in GRADED:
+            intervals[name] = bootstrap_interval([getattr(o, name) for o in scores.per_task])
+    return intervals
+
+
+@dataclass(frozen=True)
+class StageTests:
+    """Each rate of one stage against an earlier one, on the held-out tasks both graded."""
+
+    paired: int
+    tests: dict[str, McNemar | PairedBootstrap]
+
+
+def stage_tests(before: HeldoutScores, after: HeldoutScores) -> StageTests | None:
+    """McNemar's exact test for the pass/fail rates, a paired bootstrap for argument accuracy;
+    None where either stage lacks per-task outcomes or they share no task."""
+    earlier = {o.task_id: o for o in before.per_task}
+    common = [o for o in after.per_task if o.task_id in earlier]
+    if not common:
+        return None
+    tests: dict[str, McNemar | PairedBootstrap] = {}
+    for name in PASS_FAIL:
+        tests[name] = mcnemar(
+            [getattr(earlier[o.task_id], name) for o in common], [getattr(o, name) for o in common]
+        )
+    for name in GRADED:
+        tests[name] = paired_bootstrap(
+            [getattr(earlier[o.task_id], name) for o in common], [getattr(o, name) for o in common]
+        )
+    return StageTests(len(common), tests)
+
+
+def format_interval(interval: Interval) -> str:
+    """A rate's interval in percent, as every table of stage scores shows it."""
+    return f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
+def format_test(test: McNemar | PairedBootstrap) -> str:
+    """A stage-to-stage test in a few characters: p, and what it rests on."""
+    p = format_p(test.p)
+    if isinstance(test, McNemar):
+        return f"{p} (+{test.c}/−{test.b})"
+    return f"{p} (Δ{100 * test.difference:+.1f} pts)"

@@ -176,6 +176,10 @@ class Difficulty(Record):
     persona: Persona
     ambiguity: Ambiguity
     strictness: int = Field(ge=1, le=len(STRICTNESS_LEVELS))
+    answerable: bool = Field(
+        default=True,
+        description="False: no offered tool fits the request; the right reply declines",
+    )
 
     @property
     def max_policy_turns(self) -> int:
@@ -316,6 +320,16 @@ class Verdict(Record):
         )
 
 
+class HeldoutOutcome(Record):
+    """One held-out task's first reply, graded as `HeldoutScores` counts it."""
+
+    task_id: str
+    any_call: bool
+    valid_call: bool
+    right_tool: bool
+    argument_accuracy: float
+
+
 class HeldoutScores(Record):
     """A policy's first replies to the held-out tasks, graded by rules alone."""
 
@@ -324,8 +338,14 @@ class HeldoutScores(Record):
     valid_call: float = Field(
         description="replies whose calls all parse, name offered tools, fit their schemas"
     )
-    right_tool: float = Field(description="replies whose first call names an expected tool")
+    right_tool: float = Field(
+        description="replies whose first call names an expected tool, or that call nothing "
+        "where no offered tool fits"
+    )
     argument_accuracy: float = Field(description="mean share of expected argument values got right")
+    # Kept so two stages can be tested against each other on the same tasks; empty in records
+    # written before they were kept, which still load.
+    per_task: list[HeldoutOutcome] = Field(default_factory=list)
 
 
 StageName = Literal["base", "warm_start", "grpo"]

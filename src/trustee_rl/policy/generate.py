@@ -66,6 +66,9 @@ class Generator:
                 max_new_tokens=max_new_tokens,
                 do_sample=self.temperature > 0,
                 temperature=self.temperature if self.temperature > 0 else None,
+                # Plain sampling from the full distribution, stated: the model's generation
+                # config would otherwise add top_k=50, and GRPO's log-probs assume none.
+                top_k=0,
                 top_p=1.0,
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,

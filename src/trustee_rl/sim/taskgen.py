@@ -25,9 +25,11 @@ from trustee_rl.schema import (
     Tool,
 )
 from trustee_rl.seeding import derive_rng
+from trustee_rl.sim import templates
 from trustee_rl.sim.catalog import Catalog, Domain, example_arguments
+from trustee_rl.sim.coherence import request_problem
 from trustee_rl.sim.prompts import load_prompt
-from trustee_rl.sim.structured import SimulatorContext, ask_json, repetitive
+from trustee_rl.sim.structured import SimulatorContext, ask_json
 
 WITHHELD_SHARE = {"clear": 0.0, "somewhat": 1 / 3, "highly": 2 / 3}
 
@@ -39,6 +41,12 @@ class TaskGenConfig(BaseModel):
         default="catalog",
         description="where expected-call argument values come from: the catalog's examples "
         "(robust with a small simulator) or the simulator itself (more varied)",
+    )
+    request_writer: Literal["simulator", "template"] = Field(
+        default="simulator",
+        description="who writes the goal and first message: the simulator (varied; needs a model "
+        "that writes coherently) or templates built from the tool descriptions (coherent by "
+        "construction, no simulator call)",
     )
     invent_tools: float = Field(
         default=0.0,
@@ -60,23 +68,37 @@ class TaskGenerator:
         rng = derive_rng(seed, "taskgen")
         domain = rng.choice(self.catalog.domains)
         targets = _pick_targets(domain, difficulty.num_calls, rng)
-        distractors = await self._distractors(domain, targets, difficulty.num_tools, rng, context)
-        expected = [
+        if difficulty.answerable:
+            distractors = await self._distractors(
+                domain, targets, difficulty.num_tools - len(targets), rng, context
+            )
+        else:
+            distractors = _unrelated_tools(self.catalog, domain, targets, difficulty.num_tools, rng)
+        wanted = [
             await self._expected_call(tool, domain, index, context)
             for index, tool in enumerate(targets)
         ]
-        facts = _flatten_arguments(expected)
-        withheld = _withheld_keys(facts, difficulty, rng)
+        facts = _flatten_arguments(wanted)
+        withheld = _withheld_keys(facts, difficulty, rng) if difficulty.answerable else []
         stated = {key: value for key, value in facts.items() if key not in withheld}
-        tools = [*targets, *distractors]
+        tools = [*targets, *distractors] if difficulty.answerable else list(distractors)
         rng.shuffle(tools)
-        writing = await self._write_request(
-            domain, difficulty, targets, stated, withheld, tools, context
-        )
+        versions: dict[str, str] = {}
+        writing: dict[str, Any]
+        if self.config.request_writer == "template":  # states every fact by construction
+            writing = templates.request(
+                [tool.description for tool in targets], stated, derive_rng(seed, "request")
+            ) | {"rubric": []}
+            versions["templates"] = templates.TEMPLATES.tag
+        else:
+            writing = await self._write_request(
+                domain, difficulty, targets, stated, withheld, tools, context
+            )
+            writing["initial_message"] = _with_stated_facts(writing["initial_message"], stated)
         agent = load_prompt("agent_system")
         forbidden = [
             ForbiddenRule(tool=tool.name, description=agent.text("forbidden_rule", tool=tool.name))
-            for tool in distractors[:1]
+            for tool in distractors[: 1 if difficulty.answerable else 0]
         ]
         system_prompt = agent.text(
             difficulty.prompt_specificity,
@@ -86,6 +108,11 @@ class TaskGenerator:
         if forbidden:
             rules = agent.text("rules", rules=" ".join(rule.description for rule in forbidden))
             system_prompt += " " + rules
+        rubric = (
+            _rubric(withheld, writing["rubric"])
+            if difficulty.answerable
+            else [RubricItem(id="decline", description=templates.TEMPLATES.text("decline_rubric"))]
+        )
         return Task(
             id=f"task_{seed:08x}",
             domain=domain.name,
@@ -93,18 +120,19 @@ class TaskGenerator:
             distractors=[tool.name for tool in distractors],
             system_prompt=system_prompt,
             persona=difficulty.persona,
-            initial_message=_with_stated_facts(writing["initial_message"], stated),
+            initial_message=writing["initial_message"],
             private_facts={key: facts[key] for key in withheld},
             goal=writing["goal"],
-            expected_calls=expected,
+            expected_calls=wanted if difficulty.answerable else [],
             forbidden=forbidden,
-            rubric=_rubric(withheld, writing["rubric"]),
+            rubric=rubric,
             difficulty=difficulty,
             seed=seed,
             provenance=Provenance(
                 simulator_model=self.lm.model,
                 prompt_versions={call.role: call.prompt_version for call in log}
-                | {"agent_system": agent.tag},
+                | {"agent_system": agent.tag}
+                | versions,
                 source="catalog",
             ),
         )
@@ -113,11 +141,10 @@ class TaskGenerator:
         self,
         domain: Domain,
         targets: list[Tool],
-        num_tools: int,
+        wanted: int,
         rng: random.Random,
         context: SimulatorContext,
     ) -> list[Tool]:
-        wanted = num_tools - len(targets)
         used = {tool.name for tool in targets}
         pool = [tool for tool in domain.tools if tool.name not in used]
         rng.shuffle(pool)
@@ -209,8 +236,9 @@ class TaskGenerator:
             named = [name for name in tool_names if name in value["initial_message"]]
             if named:
                 return prompt.text("names_functions_complaint", names=named)
-            if repetitive(value["initial_message"]) or repetitive(value["goal"]):
-                return prompt.text("repeats_complaint")
+            problem = request_problem(value["goal"], value["initial_message"])
+            if problem:
+                return prompt.text("incoherent_complaint", reason=problem)
             return None
 
         result: dict[str, Any] = await ask_json(
@@ -289,6 +317,17 @@ def _invented_tool(value: dict[str, Any]) -> Tool:
             "additionalProperties": False,
         },
     )
+
+
+def _unrelated_tools(
+    catalog: Catalog, domain: Domain, targets: list[Tool], count: int, rng: random.Random
+) -> list[Tool]:
+    """Tools for a request none of them fits: from other domains, so that declining is right
+    beyond doubt; a one-domain catalog offers its own other tools."""
+    pool = [tool for other in catalog.domains if other.name != domain.name for tool in other.tools]
+    if not pool:
+        pool = [tool for tool in domain.tools if tool not in targets]
+    return rng.sample(pool, min(count, len(pool)))
 
 
 def _pick_targets(domain: Domain, count: int, rng: random.Random) -> list[Tool]:

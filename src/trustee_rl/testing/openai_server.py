@@ -244,7 +244,9 @@ class _InstanceBuilder:
             return formatted
         low = schema.get("minLength", 1)
         high = schema.get("maxLength", max(low, 24))
-        text = " ".join(self.rng.choice(_WORDS) for _ in range(self.rng.randint(1, 3)))
+        # Room for a sentence gets one (the simulator's coherence checks refuse scraps there).
+        count = self.rng.randint(5, 8) if low >= 10 else self.rng.randint(1, 3)
+        text = " ".join(self.rng.choice(_WORDS) for _ in range(count))
         while len(text) < low:
             text += " " + self.rng.choice(_WORDS)
         return text[:high]

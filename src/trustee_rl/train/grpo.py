@@ -8,6 +8,7 @@ TRL does the optimisation; the runner plays GRPO groups through the environment 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from typing import Any
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
 from trustee_rl.environment import Environment
-from trustee_rl.heldout import score_first_replies
+from trustee_rl.heldout import RATES, format_interval, score_first_replies, score_intervals
 from trustee_rl.lm import open_lm
 from trustee_rl.lm.cache import CachedLM
+from trustee_rl.policy.chat import ChatTemplateMismatch
 from trustee_rl.policy.factory import open_transformers_policy
 from trustee_rl.policy.model import save_policy
 from trustee_rl.policy.transformers import TransformersPolicy
@@ -91,6 +93,7 @@ class Training:
             batch_size=config.tasks_per_step * config.group_size,
             batch_sampling=True,
         )
+        train_top_layers(policy.model, config.trainable_layers)
         stages = self.store.stages()
         if "base" not in stages:
             self._score("base", heldout, policy)
@@ -108,10 +111,11 @@ class Training:
                     batch_size=config.tasks_per_step * config.group_size,
                     batch_sampling=True,
                 )
+                train_top_layers(policy.model, config.trainable_layers)
             if warm is None or warm.scores is None:
                 self._score("warm_start", heldout, policy)
         self._grpo(policy)
-        save_policy(policy.model, policy.tokenizer, self.run_dir / "final")
+        save_policy(policy.model, policy.tokenizer, self.run_dir / "final", policy.chat_format)
         self._score("grpo", heldout, policy)
 
     # -- held-out evaluation -----------------------------------------------------------------
@@ -167,7 +171,7 @@ class Training:
         started = time.perf_counter()
         harvest = self.loop.run_until_complete(
             collect_demonstrations(
-                self.environment, config, self.config.curriculum.initial_level, self.config.seed
+                self.environment, config, self.config.curriculum, self.config.seed
             )
         )
         demos, tried = harvest.demos, harvest.tasks_tried
@@ -176,7 +180,8 @@ class Training:
                 f"warm start: the simulator produced no accepted demonstration in {tried} tasks"
             )
         self.report(
-            f"warm start: {len(demos)} demonstrations accepted of {tried} tasks; supervised pass"
+            f"warm start: {len(demos)} demonstrations accepted of {tried} tasks "
+            f"({harvest.rejected} rejected by the judge); supervised pass"
         )
         examples = [
             tokenize_demonstration(demo, policy.tokenizer, policy.chat_format) for demo in demos
@@ -191,11 +196,12 @@ class Training:
             bf16=self.config.bf16,
             gradient_checkpointing=self.config.gradient_checkpointing,
         )
-        save_policy(policy.model, policy.tokenizer, out_dir)
+        save_policy(policy.model, policy.tokenizer, out_dir, policy.chat_format)
         calls = harvest.sim_calls
         training = result | {
             "demos": float(len(demos)),
             "tasks_tried": float(tried),
+            "demos_rejected": float(harvest.rejected),
             "demo_simulator_calls": float(len(calls)),
             "demo_simulator_tokens": float(
                 sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in calls)
@@ -264,6 +270,10 @@ class Training:
             disable_tqdm=True,
             use_vllm=config.use_vllm,
         )
+        # TRL saves `processing_class` into every checkpoint: with the serving template each one
+        # is as self-describing as final/ (the live format renders from its own template).
+        with contextlib.suppress(ChatTemplateMismatch):
+            policy.tokenizer.chat_template = policy.chat_format.serving_template()
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
         slots = [{"prompt": f"slot-{i}"} for i in range(config.steps * config.tasks_per_step)]
         trainer = GRPOTrainer(
@@ -279,6 +289,24 @@ class Training:
         trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
 
 
+def train_top_layers(model: Any, count: int | None) -> None:
+    """Leave only the top `count` transformer layers trainable (None: every parameter). Lower
+    layers, the embeddings and (tied to them) the output head stay as they are, so
+    backpropagation stops early: on a CPU, where a step is compute-bound, that halves its cost."""
+    if count is None:
+        return
+    layers = getattr(model.get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(
+            f"trainable_layers: {type(model).__name__} has no decoder layer list; leave it unset"
+        )
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for layer in layers[-count:]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(True)
+
+
 def simulated_reward(
     prompts: list[Any], completions: list[Any], reward: list[float], **_: Any
 ) -> list[float]:
@@ -287,7 +315,11 @@ def simulated_reward(
 
 
 def format_scores(scores: HeldoutScores) -> str:
-    return (
-        f"any call {scores.any_call:.1%}, valid call {scores.valid_call:.1%}, "
-        f"right tool {scores.right_tool:.1%}, argument accuracy {scores.argument_accuracy:.1%} ({scores.tasks} tasks)"
+    """Each rate with its 95 % interval in brackets (Wilson; a bootstrap for argument accuracy)."""
+    intervals = score_intervals(scores)
+    rates = (
+        f"{name.replace('_', ' ')} {getattr(scores, name):.1%}"
+        + (f" {format_interval(intervals[name])}" if name in intervals else "")
+        for name in RATES
     )
+    return ", ".join(rates) + f" ({scores.tasks} tasks)"

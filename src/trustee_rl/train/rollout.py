@@ -77,18 +77,20 @@ def group_rewards(
     trajectories: list[Trajectory], group_size: int, stats: GroupStats
 ) -> list[float]:
     """Rewards for the trainer, per trajectory. An unscored episode takes its group's scored mean
-    (advantage ~0) and its loss mask is zeroed: it teaches nothing and skews no baseline."""
+    (advantage ~0) and its loss mask is zeroed: it teaches nothing and skews no baseline. A group
+    whose rewards are all equal has no advantage anywhere; its masks are zeroed too, so its tokens
+    do not dilute the loss of the groups that carry a signal (TRL averages over unmasked tokens)."""
     rewards: list[float] = []
     for start in range(0, len(trajectories), group_size):
         group = trajectories[start : start + group_size]
         scored = [t.reward for t in group if t.reward is not None]
         stats.groups += 1
         stats.unscored += len(group) - len(scored)
-        if len(set(scored)) <= 1:
-            stats.zero_variance += 1
+        flat = len(set(scored)) <= 1
+        stats.zero_variance += flat
         fill = sum(scored) / len(scored) if scored else 0.0
         for trajectory in group:
-            if trajectory.reward is None:
+            if trajectory.reward is None or flat:
                 trajectory.env_mask = [0] * len(trajectory.env_mask)
             rewards.append(fill if trajectory.reward is None else trajectory.reward)
     return rewards

@@ -1,13 +1,18 @@
-"""Warm start: supervised demonstrations that the simulated environment produces itself.
+"""Warm start: demonstrations built from the simulated environment's own tasks.
 
-The simulator model writes the first call for a task under a JSON-schema grammar (so the call is
-well-formed by construction); a demonstration is kept only when the rule judge accepts it: every
-expected argument right, schema-valid, an offered tool. The policy then learns the tool-call format
-from these with TRL's SFTTrainer, before RL (SPEC: cold start).
+A task knows its answer: its expected calls, the facts the user holds back, whether any offered
+tool fits at all. A demonstration is the conversation a good agent has on it, its turns written
+from templates (`sim/templates.py`): ask for what is missing, call, report the result and stop, or
+decline when no tool fits. Each is judged by the rule judge like any episode and kept only when
+it succeeds, so the warm start teaches what the reward pays for and nothing else. Tasks are spread
+over difficulty levels (distractors, several calls, held-back facts), and no simulator call is made
+beyond writing them. TRL's SFTTrainer then trains on the assistant tokens only (SPEC: cold start).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,25 +20,28 @@ from typing import Any
 from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
 from trustee_rl.heldout import opening
-from trustee_rl.lm.hermes import tools_system_prompt
 from trustee_rl.policy.chat import ChatFormat
 from trustee_rl.policy.ledger import TokenLedger
-from trustee_rl.runner import DEMONSTRATION, TaskSource
-from trustee_rl.schema import Message, SimCall, Task, ToolCall
-from trustee_rl.seeding import derive_seed
-from trustee_rl.sim.prompts import load_prompt
-from trustee_rl.sim.rules import leaf_score
-from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
-from trustee_rl.sim.tools import call_error
+from trustee_rl.runner import DEMONSTRATION, DrawnTask, TaskSource
+from trustee_rl.schema import Episode, Message, SimCall, Task, ToolCall
+from trustee_rl.seeding import derive_rng
+from trustee_rl.sim import templates
+from trustee_rl.sim.judge import Judge, JudgeConfig
+from trustee_rl.sim.structured import SimulatorContext
 from trustee_rl.train.config import WarmStartConfig
 
-DEMONSTRATION_PROMPT = load_prompt("demonstration")
+# Demonstrations are drawn at this many evenly spaced difficulty levels.
+LEVEL_BUCKETS = 8
+# Tasks written concurrently (they only wait on the simulator when it writes requests).
+CONCURRENT_DRAWS = 16
+RULES_JUDGE = Judge(None, JudgeConfig(mode="rules", reward="graded"))
 
 
 @dataclass
 class Demonstration:
     task: Task
-    call: ToolCall
+    # The conversation after the opening (system prompt and request): agent, user and tool turns.
+    turns: list[Message]
 
 
 @dataclass
@@ -42,76 +50,120 @@ class Harvest:
 
     demos: list[Demonstration]
     tasks_tried: int
-    # Every simulator call made to write first calls, rejected ones included.
+    # Every simulator call made to write the tasks.
     sim_calls: list[SimCall]
+    # Demonstrations the rule judge did not accept (a template that fails its own task).
+    rejected: int = 0
 
 
-def call_schema(task: Task) -> dict[str, Any]:
-    """One call to any offered tool, with that tool's own argument schema."""
-    return {
-        "anyOf": [
-            {
-                "type": "object",
-                "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-            for tool in task.tools
-        ]
-    }
+def demonstration(task: Task, rng: random.Random) -> list[Message]:
+    """The turns a good agent and a cooperative user have on `task`."""
+    if not task.expected_calls:
+        return [Message(role="assistant", content=templates.decline(rng))]
+    turns: list[Message] = []
+    if task.private_facts:
+        turns.append(
+            Message(role="assistant", content=templates.ask(list(task.private_facts), rng))
+        )
+        turns.append(Message(role="user", content=templates.answer(task.private_facts, rng)))
+    calls = [
+        ToolCall(id=f"call_{len(turns)}_{i}", name=expected.name, arguments=expected.arguments)
+        for i, expected in enumerate(task.expected_calls)
+    ]
+    turns.append(Message(role="assistant", tool_calls=calls))
+    result = templates.TEMPLATES.text("tool_result")
+    turns += [
+        Message(role="tool", tool_call_id=call.id, name=call.name, content=result) for call in calls
+    ]
+    turns.append(Message(role="assistant", content=templates.done([c.name for c in calls], rng)))
+    return turns
 
 
-def accepted(task: Task, call: ToolCall) -> bool:
-    expected = task.expected_calls[0]
-    return call_error(call, task) is None and leaf_score(expected, call) == 1.0
+async def judged(demo: Demonstration) -> bool:
+    episode = Episode(
+        id=f"demo_{demo.task.id}",
+        task_id=demo.task.id,
+        index=0,
+        seed=demo.task.seed,
+        policy_model="demonstration",
+        messages=[*opening(demo.task), *demo.turns],
+        status="done",
+    )
+    verdict = await RULES_JUDGE.judge(
+        demo.task, episode, SimulatorContext(demo.task.seed, lambda call: None)
+    )
+    return verdict.succeeded
 
 
 async def collect_demonstrations(
-    environment: Environment, config: WarmStartConfig, level: float, seed: int
+    environment: Environment, config: WarmStartConfig, curriculum: CurriculumConfig, seed: int
 ) -> Harvest:
-    curriculum = Curriculum(CurriculumConfig(initial_level=level, mode="fixed"))
-    source = TaskSource(environment, curriculum, seed, DEMONSTRATION)
-    demos: list[Demonstration] = []
-    calls: list[SimCall] = []
-    tried = 0
-    while len(demos) < config.demos and tried < config.max_attempts:
-        tried += 1
-        task = (await source.draw(tried)).task
-        if task is None:
-            continue
-        context = SimulatorContext(derive_seed(seed, "demo-call", tried), calls.append)
-        try:
-            value = await ask_json(
-                environment.simulator,
-                context,
-                role="demonstration",
-                prompt=DEMONSTRATION_PROMPT,
-                # The agent's own view of the task: its system prompt with the tools, the request.
-                messages=DEMONSTRATION_PROMPT.render(
-                    system=tools_system_prompt(task.system_prompt, task.tools),
-                    request=task.initial_message,
-                ),
-                schema=call_schema(task),
-                seed_labels=(),
-                max_tokens=192,
-                temperature=0.7,
-            )
-        except SimulatorError:
-            continue
-        call = ToolCall(id="call_1_0", name=value["name"], arguments=value["arguments"])
-        if accepted(task, call):
-            demos.append(Demonstration(task, call))
-    return Harvest(demos, tried, calls)
+    """Up to `config.demos` accepted demonstrations over `config.max_attempts` tasks at most,
+    spread over difficulty levels 1..`config.max_level`; the training curriculum's other settings
+    (the share of tasks no tool fits, say) hold."""
+    sources = [
+        TaskSource(
+            environment,
+            Curriculum(
+                curriculum.model_copy(
+                    update={
+                        "initial_level": 1 + (config.max_level - 1) * bucket / (LEVEL_BUCKETS - 1),
+                        "mode": "fixed",
+                    }
+                )
+            ),
+            seed,
+            DEMONSTRATION,
+        )
+        for bucket in range(LEVEL_BUCKETS)
+    ]
+    harvest = Harvest([], 0, [])
+    while len(harvest.demos) < config.demos and harvest.tasks_tried < config.max_attempts:
+        keys = range(
+            harvest.tasks_tried,
+            min(harvest.tasks_tried + CONCURRENT_DRAWS, config.max_attempts),
+        )
+        drawn: list[DrawnTask] = await asyncio.gather(
+            *(sources[key % LEVEL_BUCKETS].draw(key) for key in keys)
+        )
+        harvest.tasks_tried += len(keys)
+        for key, attempt in zip(keys, drawn, strict=True):
+            harvest.sim_calls += attempt.calls
+            if attempt.task is None or len(harvest.demos) >= config.demos:
+                continue
+            task = _maybe_without_system_prompt(attempt.task, derive_rng(seed, "demo-turns", key))
+            demo = Demonstration(task, demonstration(task, derive_rng(seed, "demo-turns", key)))
+            if await judged(demo):
+                harvest.demos.append(demo)
+            else:
+                harvest.rejected += 1
+    return harvest
+
+
+def _maybe_without_system_prompt(task: Task, rng: random.Random) -> Task:
+    """A third of the demonstrations open with the tools alone, as most benchmarks do; a task whose
+    rules live in its system prompt keeps it."""
+    if task.forbidden or rng.random() >= 1 / 3:
+        return task
+    return task.model_copy(update={"system_prompt": ""})
 
 
 def tokenize_demonstration(
     demo: Demonstration, tokenizer: Any, chat_format: ChatFormat
 ) -> dict[str, list[int]]:
-    """input_ids with assistant_masks = 1 exactly on the policy's reply, built by the same ledger
-    as RL rollouts, so the warm start trains the tokens RL will sample."""
+    """input_ids with assistant_masks = 1 exactly on the agent's turns, built by the same ledger as
+    RL rollouts, so the warm start trains the tokens RL will sample."""
     ledger = TokenLedger(tokenizer, chat_format)
     ledger.start(opening(demo.task), demo.task.tools)
-    ledger.add_policy_turn(chat_format.reply_ids(Message(role="assistant", tool_calls=[demo.call])))
+    pending: list[Message] = []
+    for message in demo.turns:
+        if message.role != "assistant":
+            pending.append(message)
+            continue
+        if pending:
+            ledger.add_environment(pending)
+            pending = []
+        ledger.add_policy_turn(chat_format.reply_ids(message))
     return {
         "input_ids": ledger.prompt_ids + ledger.completion_ids,
         "assistant_masks": [0] * len(ledger.prompt_ids) + ledger.completion_mask,
