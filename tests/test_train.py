@@ -123,3 +123,55 @@ def test_kill_9_mid_training_then_resume(server: LoopbackOpenAIServer, tmp_path:
         steps = [step for step, name, _ in store.metrics() if name == "reward_mean"]
     assert steps == [0, 1, 2]
     assert (run_dir / "final" / "config.json").exists()
+
+
+def test_the_control_arm_continues_the_warm_start_for_grpos_wall_time(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
+    reference = tmp_path / "run"
+    warm = [
+        "warm_start.enabled=true",
+        "warm_start.demos=2",
+        "warm_start.max_attempts=8",
+        "warm_start.batch_size=2",
+        "taskgen.request_writer=template",
+    ]
+    args = settings(server, 1) + [arg for item in warm for arg in ("--set", item)]
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(reference), *args])
+    assert result.exit_code == 0, result.output
+    control = tmp_path / "control"
+    result = CliRunner().invoke(
+        app, ["train", "--control-of", str(reference), "--run-dir", str(control)]
+    )
+    assert result.exit_code == 0, result.output
+    with RunStore.open(reference, readonly=True) as store:
+        grpo_seconds = sum(v for _, name, v in store.metrics() if name == "step_time_s")
+        reference_stages = store.stages()
+        reference_tasks = store.heldout_tasks()
+        reference_config = store.config
+    with RunStore.open(control, readonly=True) as store:
+        stages = store.stages()
+        assert list(stages) == ["base", "warm_start", "control"]
+        # The same policies on the same frozen tasks: their stage records are the reference's.
+        assert store.heldout_tasks() == reference_tasks
+        assert stages["warm_start"] == reference_stages["warm_start"]
+        assert store.config == reference_config  # trained under the reference's settings
+        trained = stages["control"].training
+    scores = stages["control"].scores
+    assert scores is not None and scores.tasks == 2
+    # The supervised pass stops at the first step past GRPO's wall time.
+    assert trained["warm_start_steps"] >= 1 and trained["wall_s"] >= grpo_seconds * 0.5
+    assert (control / "final" / "config.json").is_file()
+
+
+def test_a_control_needs_a_reference_with_grpo_and_a_warm_start(
+    server: LoopbackOpenAIServer, tmp_path: Path
+) -> None:
+    reference = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(reference), *settings(server, 1)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        app, ["train", "--control-of", str(reference), "--run-dir", str(tmp_path / "control")]
+    )
+    assert result.exit_code != 0
+    assert "has no warm_start/ checkpoint to continue from" in result.output

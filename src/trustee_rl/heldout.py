@@ -6,6 +6,7 @@ store before training, from catalog domains never trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trustee_rl.policy.base import Conversation, Policy
@@ -38,12 +39,28 @@ def opening(task: Task) -> list[Message]:
     ]
 
 
-async def score_first_replies(policy: Policy, tasks: list[Task]) -> HeldoutScores:
-    replies: list[Message] = []
-    for start in range(0, len(tasks), CHUNK):
-        chunk = tasks[start : start + CHUNK]
-        replies += await policy.act([Conversation(opening(task), task.tools) for task in chunk])
-    return first_reply_scores(tasks, replies)
+async def score_first_replies(
+    policy: Policy, tasks: list[Task], progress: Callable[[int], None] | None = None
+) -> HeldoutScores:
+    """Greedy first replies to `tasks`, graded; `progress` hears the count of tasks done."""
+    # Chunks of similar length: a batch is padded to its longest prompt.
+    order = sorted(range(len(tasks)), key=lambda i: _prompt_size(tasks[i]))
+    replies: dict[int, Message] = {}
+    for start in range(0, len(order), CHUNK):
+        chunk = order[start : start + CHUNK]
+        answers = await policy.act([Conversation(opening(tasks[i]), tasks[i].tools) for i in chunk])
+        replies.update(zip(chunk, answers, strict=True))
+        if progress is not None:
+            progress(len(replies))
+    return first_reply_scores(tasks, [replies[i] for i in range(len(tasks))])
+
+
+def _prompt_size(task: Task) -> int:
+    return (
+        len(task.system_prompt)
+        + len(task.initial_message)
+        + sum(len(tool.model_dump_json()) for tool in task.tools)
+    )
 
 
 def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScores:

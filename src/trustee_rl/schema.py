@@ -348,7 +348,7 @@ class HeldoutScores(Record):
     per_task: list[HeldoutOutcome] = Field(default_factory=list)
 
 
-StageName = Literal["base", "warm_start", "grpo"]
+StageName = Literal["base", "warm_start", "grpo", "control"]
 
 
 class StageRecord(Record):

@@ -27,6 +27,13 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue the run in --run-dir from its last checkpoint")
     ] = False,
+    control_of: Annotated[
+        Path | None,
+        typer.Option(
+            help="train the control arm of this finished run: supervised training from its warm "
+            "start, on fresh demonstrations, for its GRPO's wall time (its settings are used)"
+        ),
+    ] = None,
 ) -> None:
     """Train a tool-calling policy with GRPO in simulated environments."""
     local_runtime()
@@ -34,7 +41,17 @@ def train(
     from trustee_rl.train.config import TrainingRefused, load_train_config
 
     try:
-        settings = load_train_config(preset, config, overrides or [])
+        reference = None
+        if control_of is not None:
+            from trustee_rl.settings import load_settings
+            from trustee_rl.train.config import TrainConfig
+            from trustee_rl.train.control import Reference, reference_settings
+
+            reference = Reference(control_of)
+            base = reference_settings(control_of).model_dump(mode="json")
+            settings = load_settings(TrainConfig, base, config, overrides or [])
+        else:
+            settings = load_train_config(preset, config, overrides or [])
         exists = (run_dir / STORE_FILE).exists()
         if exists and not resume:
             fail(
@@ -44,7 +61,9 @@ def train(
             fail(f"run dir {run_dir} holds no run to resume")
         from trustee_rl.train.grpo import Training
 
-        stages = Training(settings, run_dir, report=lambda line: typer.echo(line, err=True)).run()
+        stages = Training(
+            settings, run_dir, report=lambda line: typer.echo(line, err=True), control_of=reference
+        ).run()
     except TrainingRefused as error:
         fail(one_line(error))
     except known_errors() as error:

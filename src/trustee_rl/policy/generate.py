@@ -68,8 +68,8 @@ class Generator:
                 temperature=self.temperature if self.temperature > 0 else None,
                 # Plain sampling from the full distribution, stated: the model's generation
                 # config would otherwise add top_k=50, and GRPO's log-probs assume none.
-                top_k=0,
-                top_p=1.0,
+                top_k=0 if self.temperature > 0 else None,
+                top_p=1.0 if self.temperature > 0 else None,
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,
                 use_cache=True,

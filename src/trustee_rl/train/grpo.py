@@ -29,6 +29,7 @@ from trustee_rl.schema import HeldoutScores, StageName, StageRecord, Task
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.store import RunStore
 from trustee_rl.train.config import TrainConfig, TrainingRefused
+from trustee_rl.train.control import Reference, control_seed
 from trustee_rl.train.steps import StepContext, StepRecorder
 from trustee_rl.train.warmstart import (
     collect_demonstrations,
@@ -56,10 +57,17 @@ Reporter = Callable[[str], None]
 
 
 class Training:
-    def __init__(self, config: TrainConfig, run_dir: Path, report: Reporter = print) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        report: Reporter = print,
+        control_of: Reference | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.report = report
+        self.control_of = control_of
         self.loop = asyncio.new_event_loop()
         catalog = load_catalog(Path(config.catalog) if config.catalog else None)
         self.train_catalog, self.heldout_catalog = catalog.split(
@@ -83,6 +91,9 @@ class Training:
             self.store.close()
 
     def _run(self) -> None:
+        if self.control_of is not None:
+            self._control(self.control_of)
+            return
         config = self.config
         heldout = self._heldout_tasks()
         policy = open_transformers_policy(
@@ -114,9 +125,64 @@ class Training:
                 train_top_layers(policy.model, config.trainable_layers)
             if warm is None or warm.scores is None:
                 self._score("warm_start", heldout, policy)
+        started = time.perf_counter()
         self._grpo(policy)
         save_policy(policy.model, policy.tokenizer, self.run_dir / "final", policy.chat_format)
-        self._score("grpo", heldout, policy)
+        self._score("grpo", heldout, policy, {"wall_s": round(time.perf_counter() - started, 1)})
+
+    def _control(self, reference: Reference) -> None:
+        """Supervised training from the reference's warm start, for its GRPO's wall time."""
+        config = self.config
+        if not self.store.heldout_tasks() and reference.heldout:
+            self.store.freeze_heldout_tasks(reference.heldout)
+        for name in ("base", "warm_start"):
+            if name in reference.stages and name not in self.store.stages():
+                self.store.save_stage(reference.stages[name])
+        policy = open_transformers_policy(
+            str(reference.warm_start_dir),
+            chat_format=config.chat_format,
+            max_new_tokens=config.max_turn_tokens,
+            temperature=config.temperature,
+        )
+        train_top_layers(policy.model, config.trainable_layers)
+        if "control" not in self.store.stages():
+            started = time.perf_counter()
+            # Fresh demonstrations, more than the budget can use: the clock ends the pass.
+            demos = config.warm_start.model_copy(
+                update={
+                    "demos": 8 * config.warm_start.demos,
+                    "max_attempts": 16 * config.warm_start.demos,
+                    "epochs": 100,
+                }
+            )
+            harvest = self.loop.run_until_complete(
+                collect_demonstrations(
+                    self.environment, demos, config.curriculum, control_seed(config.seed)
+                )
+            )
+            budget = max(reference.grpo_seconds - (time.perf_counter() - started), 1.0)
+            self.report(
+                f"control: supervised training on {len(harvest.demos)} fresh demonstrations "
+                f"for {budget:.0f} s (the reference's GRPO took {reference.grpo_seconds:.0f} s)"
+            )
+            result = supervised_pass(
+                policy.model,
+                policy.tokenizer,
+                [
+                    tokenize_demonstration(d, policy.tokenizer, policy.chat_format)
+                    for d in harvest.demos
+                ],
+                demos,
+                self.run_dir / "control_trainer",
+                config.seed,
+                bf16=config.bf16,
+                gradient_checkpointing=config.gradient_checkpointing,
+                budget_s=budget,
+            )
+            save_policy(policy.model, policy.tokenizer, self.run_dir / "final", policy.chat_format)
+            training = result | {"wall_s": round(time.perf_counter() - started, 1)}
+            self.store.save_stage(StageRecord(name="control", training=training))
+        self._score("control", self.store.heldout_tasks(), policy)
 
     # -- held-out evaluation -----------------------------------------------------------------
     def _heldout_tasks(self) -> list[Task]:
@@ -153,7 +219,13 @@ class Training:
             max_new_tokens=self.config.max_turn_tokens,
             temperature=0.0,
         )
-        scores = self.loop.run_until_complete(score_first_replies(greedy, tasks))
+        scores = self.loop.run_until_complete(
+            score_first_replies(
+                greedy,
+                tasks,
+                lambda done: self.report(f"held-out {stage}: {done}/{len(tasks)} first replies"),
+            )
+        )
         previous = self.store.stages().get(stage)
         self.store.save_stage(
             StageRecord(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,12 +180,22 @@ def supervised_pass(
     seed: int,
     bf16: bool,
     gradient_checkpointing: bool,
+    budget_s: float | None = None,
 ) -> dict[str, float]:
     """TRL's SFTTrainer over pre-tokenised examples; loss only where assistant_masks is 1.
     `bf16` must be explicit: TRL turns bf16 autocast on by default, many times slower on CPUs
-    without native bf16."""
+    without native bf16. With `budget_s`, training stops at the first step past that many
+    seconds (the control arm's equal-compute budget)."""
     from datasets import Dataset
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    started = time.perf_counter()
+
+    class _Budget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            if budget_s is not None and time.perf_counter() - started >= budget_s:
+                control.should_training_stop = True
 
     arguments = SFTConfig(
         output_dir=str(out_dir),
@@ -207,6 +218,7 @@ def supervised_pass(
         args=arguments,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
+        callbacks=[_Budget()],
     )
     result = trainer.train()
     return {
