@@ -151,3 +151,32 @@ def test_a_grpo_step_moves_log_probs_the_way_the_reward_points(tmp_path: Path) -
     after = [sequence_logprob(model, prompt, c, m) for c, m in zip(completions, masks, strict=True)]
     assert after[0] > before[0], "the rewarded reply became less likely"
     assert after[1] < before[1], "the punished reply became more likely"
+
+
+def test_only_the_top_layers_train_when_asked() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trustee_rl.train.grpo import train_top_layers
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    train_top_layers(model, 1)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("model.layers.3.") for name in trainable)
+    # A step changes the top layer and nothing below it.
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ids = torch.randint(0, 64, (1, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable
+    train_top_layers(model, None)  # None leaves the model as it is
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
