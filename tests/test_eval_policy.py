@@ -41,9 +41,13 @@ def test_a_long_opening_is_computed_once_and_replies_match_a_full_prefill() -> N
         [WEATHER],
     )
 
+    # Alone, a conversation's long opening is computed once and cached ...
+    first = asyncio.run(policy.act([long_opening[0]]))
+    assert len(policy.openings) == 1
+    # ... and a later batch starts from it (a batch of new openings is prefilled together).
     replies = asyncio.run(policy.act([*long_opening, short_opening]))
-
     assert len(policy.openings) == 1  # both long conversations share one cached opening
+    assert replies[0] == first[0]
     for conversation, reply in zip([*long_opening, short_opening], replies, strict=True):
         assert reply == _full_prefill_reply(policy, conversation)
     assert replies[0].usage.prompt_tokens > MIN_CACHED_OPENING

@@ -31,6 +31,7 @@ TINY = [
     "checkpoint_every=1",
     "min_informative_groups=0",
     "gradient_checkpointing=false",
+    "taskgen.request_writer=simulator",  # the simulator writes requests, as a capable one would
 ]
 
 

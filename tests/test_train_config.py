@@ -34,7 +34,7 @@ def test_file_then_overrides_win(tmp_path: Path) -> None:
     config = load_train_config(
         "cpu", config_file, ["steps=7", "judge.reward=levels", "temperature=0.5"]
     )
-    assert config.steps == 7 and config.warm_start.demos == 3 and config.warm_start.epochs == 2
+    assert config.steps == 7 and config.warm_start.demos == 3 and config.warm_start.epochs == 1
     assert config.judge.reward == "levels" and config.temperature == 0.5
 
 

@@ -105,6 +105,9 @@ class OpeningCache:
     def __len__(self) -> int:
         return len(self._caches)
 
+    def __contains__(self, opening: object) -> bool:
+        return opening in self._caches
+
     def opening(self, context: list[int]) -> tuple[int, ...] | None:
         """`context`'s opening, or None when it is short or is all there is."""
         try:

@@ -129,15 +129,15 @@ class TransformersPolicy:
         ]
         contexts = [ledger.context_ids for ledger in ledgers]
         fits = [len(ids) + cap <= self.window for ids, cap in zip(contexts, caps, strict=True)]
-        # A conversation alone in its batch starts from its opening's cached KV; several are
-        # generated together instead: decoding them one by one from cached openings costs far
-        # more than recomputing the openings in one batched prefill (48 held-out first replies
-        # of 256 tokens: minutes one by one).
+        # A conversation alone in its batch, or whose opening is cached already, starts from
+        # its opening's cached KV. Other batches are generated together: decoding conversations
+        # one by one from cached openings costs far more than one batched prefill of them
+        # (48 held-out first replies of 256 tokens: minutes one by one).
         alone = len(conversations) == 1
-        openings = [
-            self.openings.opening(ids) if ok and alone else None
-            for ids, ok in zip(contexts, fits, strict=True)
-        ]
+        openings = []
+        for ids, ok in zip(contexts, fits, strict=True):
+            opening = self.openings.opening(ids) if ok else None
+            openings.append(opening if opening in self.openings or alone else None)
         batched = [
             i
             for i, (ok, opening) in enumerate(zip(fits, openings, strict=True))
