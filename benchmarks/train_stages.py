@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_S = 0.5
+NOISE = ("Loading", "Building", "Writing", "output =")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -74,8 +75,8 @@ def run(command: list[str]) -> tuple[list[Segment], int]:
     for line in child.stdout:
         sys.stdout.write(line)
         text = line.strip()
-        if not text or text.startswith(("{", "[", "Loading", "Building")) or "Warning" in text:
-            continue
+        if not text or not text[0].isalpha() or text.startswith(NOISE) or "warn" in text:
+            continue  # library chatter (progress bars, warnings, logged dicts), not a stage
         now = time.perf_counter()
         segments.append(Segment(text[:70], now - started, peak["segment"]))
         started, peak["segment"] = now, 0

@@ -127,10 +127,12 @@ async def collect_demonstrations(
         drawn: list[DrawnTask] = await asyncio.gather(
             *(sources[key % LEVEL_BUCKETS].draw(key) for key in keys)
         )
-        harvest.tasks_tried += len(keys)
         for key, attempt in zip(keys, drawn, strict=True):
+            if len(harvest.demos) >= config.demos:
+                break  # drawn concurrently, but not needed: not counted as tried
+            harvest.tasks_tried += 1
             harvest.sim_calls += attempt.calls
-            if attempt.task is None or len(harvest.demos) >= config.demos:
+            if attempt.task is None:
                 continue
             task = _maybe_without_system_prompt(attempt.task, derive_rng(seed, "demo-turns", key))
             demo = Demonstration(task, demonstration(task, derive_rng(seed, "demo-turns", key)))
