@@ -115,17 +115,7 @@ def play(ledger: TokenLedger, conversation: list[Message]) -> list[Message]:
     of its own text plus the end-of-turn token."""
     first = next(i for i, m in enumerate(conversation) if m.role == "assistant")
     ledger.start(conversation[:first], TOOLS)
-    replies: list[Message] = []
-    pending: list[Message] = []
-    for message in conversation[first:]:
-        if message.role != "assistant":
-            pending.append(message)
-            continue
-        if pending:
-            ledger.add_environment(pending)
-            pending = []
-        replies.append(ledger.add_policy_turn(ledger.chat_format.reply_ids(message)))
-    return replies
+    return ledger.add_written(conversation[first:])
 
 
 def test_ledger_reproduces_the_whole_conversation_tokens_and_mask(

@@ -136,6 +136,22 @@ class TokenLedger:
         self._awaiting_policy = True
         return self.context_ids
 
+    def add_written(self, messages: Sequence[Message]) -> list[Message]:
+        """Continue with a written conversation (a demonstration): each assistant turn as the
+        tokens of its own text and end-of-turn, the turns between them as the environment's.
+        Returns the assistant turns as parsed back from their tokens."""
+        replies: list[Message] = []
+        pending: list[Message] = []
+        for message in messages:
+            if message.role != "assistant":
+                pending.append(message)
+                continue
+            if pending:
+                self.add_environment(pending)
+                pending = []
+            replies.append(self.add_policy_turn(self.chat_format.reply_ids(message)))
+        return replies
+
     def _append(self, ids: list[int], mask: int) -> None:
         self._completion_ids += ids
         self._mask += [mask] * len(ids)

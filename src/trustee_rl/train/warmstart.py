@@ -158,15 +158,7 @@ def tokenize_demonstration(
     RL rollouts, so the warm start trains the tokens RL will sample."""
     ledger = TokenLedger(tokenizer, chat_format)
     ledger.start(opening(demo.task), demo.task.tools)
-    pending: list[Message] = []
-    for message in demo.turns:
-        if message.role != "assistant":
-            pending.append(message)
-            continue
-        if pending:
-            ledger.add_environment(pending)
-            pending = []
-        ledger.add_policy_turn(chat_format.reply_ids(message))
+    ledger.add_written(demo.turns)
     return {
         "input_ids": ledger.prompt_ids + ledger.completion_ids,
         "assistant_masks": [0] * len(ledger.prompt_ids) + ledger.completion_mask,
