@@ -138,14 +138,15 @@ class Training:
         for name in ("base", "warm_start"):
             if name in reference.stages and name not in self.store.stages():
                 self.store.save_stage(reference.stages[name])
+        trained = "control" in self.store.stages()  # a resumed control only has to be scored
         policy = open_transformers_policy(
-            str(reference.warm_start_dir),
+            str(self.run_dir / "final" if trained else reference.warm_start_dir),
             chat_format=config.chat_format,
             max_new_tokens=config.max_turn_tokens,
             temperature=config.temperature,
         )
         train_top_layers(policy.model, config.trainable_layers)
-        if "control" not in self.store.stages():
+        if not trained:
             started = time.perf_counter()
             # Fresh demonstrations, more than the budget can use: the clock ends the pass.
             demos = config.warm_start.model_copy(
