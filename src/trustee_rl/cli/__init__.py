@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from trustee_rl.cli import judge, runs, simulate, train
+from trustee_rl.cli.tasks import tasks_app
 from trustee_rl.evaluate.commands import eval_app
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.command()(judge.judge)
 app.command()(runs.export)
 app.command()(runs.report)
 app.add_typer(eval_app, name="eval")
+app.add_typer(tasks_app, name="tasks")
 
 
 def main() -> None:

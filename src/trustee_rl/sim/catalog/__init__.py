@@ -1,8 +1,14 @@
 """The tool catalog: domains of realistic tools that tasks are generated from.
 
 A catalog file holds one domain object (`{"domain": name, "description": ..., "tools": [...]}`),
-a list of them, or `{"domains": [...]}`; a catalog directory holds such files. The shipped seed
-catalog lives in `domains/` next to this module, one file per domain.
+a list of them, or `{"domains": [...]}`; a catalog directory holds such .json files. A file may
+instead be an MCP `tools/list` response or OpenAI function schemas (JSON or JSON Lines): that is
+one domain named after the file. `import_domain` also reads OpenAPI 3 documents, for
+`trustee tasks import`. The shipped seed catalog lives in `domains/` next to this module, one file
+per domain.
+
+Tool schemas are made self-contained on loading (local `$ref`s inlined) and must stay within the
+size limits of `schemas.py`.
 
 Every string, number and integer property may carry `examples`; they must validate against their
 property, and `example_arguments` draws argument values from them.
@@ -24,21 +30,28 @@ from jsonschema.exceptions import best_match
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trustee_rl.schema import Tool
+from trustee_rl.sim.catalog.importers import imported_domain, read_document, shape_of
+from trustee_rl.sim.catalog.schemas import (
+    SCHEMA_KEYWORDS,
+    SCHEMA_LIST_KEYWORDS,
+    SCHEMA_MAP_KEYWORDS,
+    SourceProblem,
+    inline_refs,
+)
 
-__all__ = ["Catalog", "CatalogError", "Domain", "example_arguments", "load_catalog"]
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "Domain",
+    "domain_document",
+    "example_arguments",
+    "import_domain",
+    "load_catalog",
+]
 
 SHIPPED_PACKAGE = "trustee_rl.sim.catalog"
 SHIPPED_DIR = "domains"
-
-# Keywords whose value is one subschema / a list of subschemas / a name -> subschema map.
-_SCHEMA_KEYWORDS = (
-    "items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
-    "unevaluatedItems", "unevaluatedProperties",
-)  # fmt: skip
-_SCHEMA_LIST_KEYWORDS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_MAP_KEYWORDS = (
-    "properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
-)  # fmt: skip
+_DRAWS_CHECKED = 16
 
 
 class CatalogError(ValueError):
@@ -138,18 +151,74 @@ def _name(entry: Traversable) -> str:
     return entry.name
 
 
+def import_domain(source: Path, name: str | None = None) -> tuple[Domain, list[str]]:
+    """One domain from an OpenAPI 3 document, an MCP `tools/list` response or OpenAI function
+    schemas, named `name` or after the source; with notes on what the conversion dropped."""
+    label = str(source)
+    document = _read(source, label)
+    notes: list[str] = []
+    try:
+        raw = imported_domain(document, shape_of(document), source.stem, notes)
+    except SourceProblem as problem:
+        raise _error(label, str(problem)) from problem
+    if name is not None:
+        raw["domain"] = name
+    domain = _parse_domain(raw, label, 0)
+    return domain, notes + _undrawable(domain)
+
+
+def domain_document(domain: Domain) -> dict[str, Any]:
+    """`domain` as a catalog file holds it."""
+    tools = []
+    for tool in domain.tools:
+        dumped = tool.model_dump(mode="json")
+        if dumped["returns"] is None:
+            del dumped["returns"]
+        tools.append(dumped)
+    return {"domain": domain.name, "description": domain.description, "tools": tools}
+
+
+def _undrawable(domain: Domain) -> list[str]:
+    """A note for each tool whose example arguments cannot be drawn, as tasks need by default."""
+    notes = []
+    for tool in domain.tools:
+        rng = random.Random(0)
+        try:
+            # Optional properties are drawn at random: several draws reach most of them.
+            for _ in range(_DRAWS_CHECKED):
+                example_arguments(tool, rng)
+        except ValueError as error:
+            notes.append(
+                f"{error}; give that schema `examples`, or generate arguments with "
+                "--set taskgen.argument_source=simulator"
+            )
+    return notes
+
+
 def _load_source(source: Path | Traversable) -> tuple[str, list[Domain]]:
     label = str(source) if isinstance(source, Path) else f"{SHIPPED_DIR}/{source.name}"
-    try:
-        document = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise _error(label, f"cannot read: {error}") from error
-    except json.JSONDecodeError as error:
-        raise _error(label, f"invalid JSON: {error}") from error
+    document = _read(source, label)
+    shape = shape_of(document)
+    if shape == "openapi":
+        raise _error(
+            label, "an OpenAPI document: turn it into a catalog with `trustee tasks import`"
+        )
+    if shape != "catalog":
+        try:
+            document = imported_domain(document, shape, Path(source.name).stem, [])
+        except SourceProblem as problem:
+            raise _error(label, str(problem)) from problem
     raw_domains = _raw_domains(document, label)
     if not raw_domains:
         raise _error(label, "no domains")
     return label, [_parse_domain(raw, label, index) for index, raw in enumerate(raw_domains)]
+
+
+def _read(source: Path | Traversable, label: str) -> Any:
+    try:
+        return read_document(source)
+    except SourceProblem as problem:
+        raise _error(label, str(problem)) from problem
 
 
 def _raw_domains(document: Any, label: str) -> list[Any]:
@@ -186,15 +255,32 @@ def _parse_tool(raw: Any, label: str, where: str, position: int) -> Tool:
     name = raw.get("name") if isinstance(raw, dict) else None
     where = f"{where}, tool {name!r}" if isinstance(name, str) else f"{where}, tool #{position}"
     try:
-        tool = Tool.model_validate(raw)  # InvalidToolSchema arrives wrapped in a ValidationError
-    except ValidationError as error:
+        tool = Tool.model_validate(_self_contained(raw))
+    except SourceProblem as problem:
+        raise _error(label, f"{where}: {problem}") from problem
+    except ValidationError as error:  # InvalidToolSchema arrives wrapped in a ValidationError
         raise _error(label, f"{where}: {_describe(error)}") from error
     for section, schema in (("parameters", tool.parameters), ("returns", tool.returns)):
         if schema is not None:
-            problem = _bad_example(schema, section)
-            if problem:
-                raise _error(label, f"{where}: {problem}")
+            bad_example = _bad_example(schema, section)
+            if bad_example:
+                raise _error(label, f"{where}: {bad_example}")
     return tool
+
+
+def _self_contained(raw: Any) -> Any:
+    """The raw tool with the local `$ref`s of its schemas inlined, within the size limits."""
+    if not isinstance(raw, dict):
+        return raw
+    resolved = dict(raw)
+    for section in ("parameters", "returns"):
+        schema = raw.get(section)
+        if isinstance(schema, dict):
+            try:
+                resolved[section] = inline_refs(schema, schema)
+            except SourceProblem as problem:
+                raise SourceProblem(f"{section}: {problem}") from problem
+    return resolved
 
 
 def _assemble(loaded: Iterator[tuple[str, list[Domain]]]) -> Catalog:
@@ -231,12 +317,12 @@ def _subschemas(schema: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if not isinstance(schema, dict):
         return
     yield path, schema
-    for keyword in _SCHEMA_KEYWORDS:
+    for keyword in SCHEMA_KEYWORDS:
         yield from _subschemas(schema.get(keyword), f"{path}.{keyword}")
-    for keyword in _SCHEMA_LIST_KEYWORDS:
+    for keyword in SCHEMA_LIST_KEYWORDS:
         for index, inner in enumerate(schema.get(keyword) or []):
             yield from _subschemas(inner, f"{path}.{keyword}[{index}]")
-    for keyword in _SCHEMA_MAP_KEYWORDS:
+    for keyword in SCHEMA_MAP_KEYWORDS:
         children = schema.get(keyword)
         if isinstance(children, dict):
             for name, inner in children.items():
