@@ -135,3 +135,23 @@ def test_where_no_offered_tool_fits_declining_is_the_right_first_move() -> None:
         False,
     )
     assert (called.right_tool, called.argument_accuracy, called.valid_call) == (False, 0.0, True)
+
+
+def test_a_first_reply_is_graded_by_its_first_call_alone() -> None:
+    task = make_task(id="first_call")
+    right = ToolCall(name="get_weather", arguments={"city": "Oslo"})
+    invalid = ToolCall(name="get_weather", arguments={"town": 3})
+    unknown = ToolCall(name="book_flight", arguments={})
+    scores = first_reply_scores(
+        [task, task, task],
+        [
+            # What follows the first call is not read: a policy stopped where it closed.
+            Message(role="assistant", tool_calls=[right, invalid]),
+            Message(role="assistant", tool_calls=[invalid, right]),
+            Message(role="assistant", tool_calls=[unknown, right]),
+        ],
+    )
+    first, second, third = scores.per_task
+    assert (first.valid_call, first.right_tool, first.argument_accuracy) == (True, True, 1.0)
+    assert (second.valid_call, second.right_tool, second.argument_accuracy) == (False, True, 0.0)
+    assert (third.valid_call, third.right_tool, third.argument_accuracy) == (False, False, 0.0)

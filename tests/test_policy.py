@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from trustee_rl.cli import app
 from trustee_rl.policy.base import Conversation
 from trustee_rl.policy.factory import open_policy, open_transformers_policy
+from trustee_rl.policy.generate import Generator
 from trustee_rl.policy.lm import LMPolicy
 from trustee_rl.policy.model import load_policy, save_policy
 from trustee_rl.policy.transformers import TransformersPolicy
@@ -158,3 +159,28 @@ def test_simulate_plays_a_trained_checkpoint(policy: TransformersPolicy, tmp_pat
             for message in episode.messages
             if message.role == "assistant"
         )
+
+
+@pytest.mark.embedded
+def test_generation_stops_where_a_stop_string_is_written(policy: TransformersPolicy) -> None:
+    """The mechanism behind `stop_after_call`: a row ends at the first stop string it writes."""
+    context = policy.chat_format.encode(
+        policy.chat_format.render([Message(role="user", content="Tell me about the sea.")], [], True)
+    )
+    plain = Generator(policy.model, policy.generator.pad_id, policy.chat_format.stop_ids, 0.0)
+    (free,) = plain([context], 48)
+    text = policy.chat_format.decode(free)
+    word = next(w for w in text.split()[3:] if w.isalpha())  # a word written some way in
+    stopping = Generator(
+        policy.model,
+        policy.generator.pad_id,
+        policy.chat_format.stop_ids,
+        0.0,
+        tokenizer=policy.tokenizer,
+        stop_strings=(" " + word,),
+    )
+    (stopped,) = stopping([context], 48)
+    cut = policy.chat_format.decode(stopped)
+    assert len(stopped) < len(free)
+    assert (" " + word) in cut and cut.count(" " + word) == 1
+    assert text.startswith(cut.split(" " + word)[0] + " " + word)

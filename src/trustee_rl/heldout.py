@@ -42,7 +42,8 @@ def opening(task: Task) -> list[Message]:
 async def score_first_replies(
     policy: Policy, tasks: list[Task], progress: Callable[[int], None] | None = None
 ) -> HeldoutScores:
-    """Greedy first replies to `tasks`, graded; `progress` hears the count of tasks done."""
+    """Greedy first replies to `tasks`, graded by their first call; `progress` hears the count of
+    tasks done."""
     # Chunks of similar length: a batch is padded to its longest prompt.
     order = sorted(range(len(tasks)), key=lambda i: _prompt_size(tasks[i]))
     replies: dict[int, Message] = {}
@@ -64,40 +65,35 @@ def _prompt_size(task: Task) -> int:
 
 
 def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScores:
+    """Each first reply graded by its first call alone (what a policy stopped where that call
+    closes would have written): a move, not everything the reply goes on to say."""
     outcomes = []
     for task, reply in zip(tasks, replies, strict=True):
-        calls = reply.tool_calls
+        call = reply.tool_calls[0] if reply.tool_calls else None
+        valid = call is not None and call_error(call, task) is None
         if not task.expected_calls:  # no offered tool fits: declining is the right move
-            declined = not calls
             outcomes.append(
                 HeldoutOutcome(
                     task_id=task.id,
-                    any_call=bool(calls),
-                    valid_call=bool(calls) and all(call_error(c, task) is None for c in calls),
-                    right_tool=declined,
-                    argument_accuracy=float(declined),
+                    any_call=call is not None,
+                    valid_call=valid,
+                    right_tool=call is None,
+                    argument_accuracy=float(call is None),
                 )
             )
             continue
-        if not calls:
-            outcomes.append(
-                HeldoutOutcome(
-                    task_id=task.id,
-                    any_call=False,
-                    valid_call=False,
-                    right_tool=False,
-                    argument_accuracy=0.0,
-                )
-            )
-            continue
-        first_expected = task.expected_calls[0]
+        # The expected call the first call means to make: the one of its name, else the first.
+        expected = next(
+            (e for e in task.expected_calls if call is not None and e.name == call.name),
+            task.expected_calls[0],
+        )
         outcomes.append(
             HeldoutOutcome(
                 task_id=task.id,
-                any_call=True,
-                valid_call=all(call_error(call, task) is None for call in calls),
-                right_tool=calls[0].name in {expected.name for expected in task.expected_calls},
-                argument_accuracy=max(leaf_score(first_expected, call) for call in calls),
+                any_call=call is not None,
+                valid_call=valid,
+                right_tool=call is not None and call.name == expected.name,
+                argument_accuracy=leaf_score(expected, call) if call is not None else 0.0,
             )
         )
     n = max(len(tasks), 1)

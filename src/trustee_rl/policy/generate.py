@@ -22,12 +22,15 @@ CACHED_OPENINGS = 4
 
 @dataclass
 class Generator:
-    """Batched sampling from a causal LM on token ids; each row stops at an end-of-turn token."""
+    """Batched sampling from a causal LM on token ids; each row stops at an end-of-turn token,
+    or at the first of `stop_strings` it writes (for which generation needs the tokenizer)."""
 
     model: Any
     pad_id: int
     stop_ids: list[int]
     temperature: float
+    tokenizer: Any = None
+    stop_strings: tuple[str, ...] = ()
 
     @torch.no_grad()
     def __call__(
@@ -74,6 +77,11 @@ class Generator:
                 pad_token_id=self.pad_id,
                 use_cache=True,
                 past_key_values=prefix_cache,
+                **(
+                    {"stop_strings": list(self.stop_strings), "tokenizer": self.tokenizer}
+                    if self.stop_strings
+                    else {}
+                ),
             )
         finally:
             self.model.train(was_training)

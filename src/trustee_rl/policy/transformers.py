@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from trustee_rl.lm.hermes import CALL_CLOSE
 from trustee_rl.policy.base import Conversation
 from trustee_rl.policy.chat import ChatFormat, chat_format_for
 from trustee_rl.policy.generate import Generator, OpeningCache
@@ -47,7 +48,11 @@ class TransformersPolicy:
         temperature: float = 0.0,
         batch_size: int = DEFAULT_BATCH,
         batch_sampling: bool = False,
+        stop_after_call: bool = False,
     ) -> None:
+        """`stop_after_call`: end each turn where its first tool call closes (the turn is closed as
+        if the model had ended it there), for scoring that reads only the first call; never for
+        training, whose ledger must hold exactly what was sampled."""
         self.tokenizer = tokenizer
         self.batch_sampling = batch_sampling
         self.chat_format = (
@@ -60,6 +65,8 @@ class TransformersPolicy:
             tokenizer.pad_token_id or tokenizer.eos_token_id,
             self.chat_format.stop_ids,
             temperature=temperature,
+            tokenizer=tokenizer,
+            stop_strings=(CALL_CLOSE,) if stop_after_call else (),
         )
         self.name = name
         self.max_new_tokens = max_new_tokens

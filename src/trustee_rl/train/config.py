@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trustee_rl.curriculum import CurriculumConfig
 from trustee_rl.settings import load_settings, mapping
@@ -35,7 +35,22 @@ class WarmStartConfig(BaseModel):
     )
     epochs: int = Field(default=1, ge=1)
     learning_rate: float = 5e-5
-    batch_size: int = 8
+    batch_size: int = Field(default=8, ge=1, description="demonstrations per optimiser step")
+    micro_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="demonstrations per forward/backward (None: batch_size); 1 pads nothing and "
+        "holds one demonstration's activations, the CPU's choice",
+    )
+
+    @model_validator(mode="after")
+    def _micro_batches_fill_a_batch(self) -> WarmStartConfig:
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size}"
+            )
+        return self
 
 
 class EvalConfig(BaseModel):
@@ -44,6 +59,12 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: int = Field(default=64, ge=0, description="0 skips the stage comparison")
+    reply_tokens: int = Field(
+        default=160,
+        ge=8,
+        description="each first reply is read this far at most (and only to its first call's "
+        "end); the expected calls of held-out tasks at D=10 run to about 120 tokens",
+    )
     seed: int = 1_000_003
     holdout_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="catalog domains never trained on"

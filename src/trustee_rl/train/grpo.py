@@ -217,8 +217,9 @@ class Training:
             policy.tokenizer,
             name=policy.name,
             chat_format=policy.chat_format,
-            max_new_tokens=self.config.max_turn_tokens,
+            max_new_tokens=self.config.eval.reply_tokens,
             temperature=0.0,
+            stop_after_call=True,  # only the first call is scored: what follows costs time
         )
         scores = self.loop.run_until_complete(
             score_first_replies(

@@ -185,6 +185,7 @@ def supervised_pass(
     from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
+    micro = config.micro_batch_size or config.batch_size
 
     class _Budget(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
@@ -195,7 +196,8 @@ def supervised_pass(
         output_dir=str(out_dir),
         num_train_epochs=config.epochs,
         learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=config.batch_size // micro,
         lr_scheduler_type="constant",
         logging_steps=1,
         save_strategy="no",
