@@ -16,6 +16,7 @@ import pytest
 
 from trustee_rl.lm.base import LM, LMError, LMUnavailable
 from trustee_rl.lm.openai_http import OpenAIHTTPLM
+from trustee_rl.testing.faults import TRANSPORT_FAULTS, FaultShares, FaultyOpenAIServer
 from trustee_rl.testing.openai_server import (
     LoopbackOpenAIServer,
     Reply,
@@ -220,7 +221,7 @@ async def test_usage_and_request_fields_recorded() -> None:
     assert request["messages"] == HELLO
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
 async def test_retries_transient_errors_then_succeeds(status: int) -> None:
     replies = [Reply(status=status), Reply(status=status), Reply(content="fine")]
     with LoopbackOpenAIServer(ScriptedResponder(replies)) as server:
@@ -234,10 +235,97 @@ async def test_gives_up_after_max_retries() -> None:
     replies = [Reply(status=500, content="boom")] * 3
     with LoopbackOpenAIServer(ScriptedResponder(replies)) as server:
         async with _lm(server, max_retries=2) as lm:
-            with pytest.raises(LMError, match=r"500.*boom") as caught:
+            with pytest.raises(LMError, match=r"gave up after 3 tries: HTTP 500.*boom") as caught:
                 await lm.complete(HELLO)
     assert not isinstance(caught.value, LMUnavailable)
     assert len(server.requests) == 3
+
+
+def _faulty(script: list[str | None], **options: Any) -> FaultyOpenAIServer:
+    """A server that serves `script`'s faults first and none after; 429s ask for a short wait."""
+    options.setdefault("retry_after_s", 0.01)
+    return FaultyOpenAIServer(shares=FaultShares(), script=script, **options)
+
+
+@pytest.mark.parametrize("fault", TRANSPORT_FAULTS)
+async def test_transport_fault_is_retried_then_succeeds(fault: str) -> None:
+    with _faulty([fault, fault, None], hang_s=5) as server:
+        async with _lm(server, timeout_s=0.3) as lm:
+            completion = await lm.complete(HELLO, json_schema=PERSON)
+    jsonschema.validate(json.loads(completion.text), PERSON)
+    assert server.injected == {fault: 2}
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("truncated", "non-JSON answer"),
+        ("error", "HTTP 500"),
+        ("rate_limited", "HTTP 429"),
+        ("hang", "no answer within 0.3s"),
+        ("drop", "lost its connection"),
+    ],
+)
+async def test_gives_up_on_a_lasting_fault_naming_its_cause(fault: str, cause: str) -> None:
+    with _faulty([fault] * 3, hang_s=5) as server:
+        async with _lm(server, timeout_s=0.3, max_retries=2) as lm:
+            with pytest.raises(LMError) as caught:
+                await lm.complete(HELLO)
+    message = str(caught.value)
+    assert message.startswith("gave up after 3 tries: ")
+    assert cause in message
+    assert "\n" not in message
+    assert not isinstance(caught.value, LMUnavailable)
+    assert server.injected == {fault: 3}
+
+
+@pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
+async def test_waits_as_long_as_retry_after_asks(as_date: bool) -> None:
+    # An HTTP date has whole seconds, so 1.5 s ahead is more than 0.5 s ahead whenever it is sent.
+    wait = 1.5 if as_date else 0.4
+    with _faulty(["rate_limited", None], retry_after_s=wait, retry_after_date=as_date) as server:
+        async with _lm(server) as lm:
+            started = time.perf_counter()
+            completion = await lm.complete(HELLO)
+            elapsed = time.perf_counter() - started
+    assert completion.text
+    assert elapsed >= (0.5 if as_date else 0.4)
+    assert len(server.requests) == 2
+
+
+async def test_retry_after_is_bounded_by_the_clients_max_backoff() -> None:
+    with _faulty(["rate_limited"] * 2, retry_after_s=60) as server:
+        async with _lm(server, backoff_max_s=0.1) as lm:
+            started = time.perf_counter()
+            completion = await lm.complete(HELLO)
+            elapsed = time.perf_counter() - started
+    assert completion.text
+    assert 0.2 <= elapsed < 2
+    assert len(server.requests) == 3
+
+
+async def test_refused_tool_choice_is_dropped_once_and_for_good() -> None:
+    with LoopbackOpenAIServer(supports_tool_choice=False) as server:
+        async with _lm(server) as lm:
+            first = await lm.complete(HELLO, tools=[WEATHER_TOOL])
+            second = await lm.complete(HELLO, tools=[WEATHER_TOOL])
+    assert [call.name for call in first.tool_calls + second.tool_calls] == ["get_weather"] * 2
+    refused, retried, later = server.requests
+    assert refused["tool_choice"] == "auto"
+    for request in (retried, later):
+        assert "tool_choice" not in request
+        assert request["tools"] == [WEATHER_TOOL]
+
+
+async def test_other_bad_requests_with_tools_are_not_retried() -> None:
+    responder = ScriptedResponder([Reply(status=400, content="messages must not be empty")])
+    with LoopbackOpenAIServer(responder) as server:
+        async with _lm(server) as lm:
+            with pytest.raises(LMError, match=r"400.*messages must not be empty"):
+                await lm.complete(HELLO, tools=[WEATHER_TOOL])
+    [request] = server.requests
+    assert request["tool_choice"] == "auto"
 
 
 async def test_client_errors_are_not_retried() -> None:

@@ -22,14 +22,35 @@ def load_settings(
 ) -> Settings:
     values: dict[str, Any] = dict(defaults or {})
     if config_file is not None:
-        try:
-            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            raise ValueError(f"config {config_file}: {' '.join(str(error).split())}") from error
-        merge(values, mapping(loaded or {}, f"config {config_file}"))
+        merge(values, mapping(_read_config_file(config_file) or {}, f"config {config_file}"))
     for item in overrides:
         merge(values, parse_override(item))
     return model.model_validate(values)
+
+
+def _read_config_file(path: Path) -> Any:
+    """The YAML document in `path`; any problem reading it is one line naming the file."""
+    where = f"config {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{where}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+        ) from error
+    except OSError as error:
+        raise ValueError(f"{where}: {error.strerror or error}") from error
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{where}: {_yaml_problem(error)}") from error
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`line L, column C: problem`, without PyYAML's multi-line excerpt of the text."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark and error.problem:
+        mark = error.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    return " ".join(str(error).split())
 
 
 def parse_override(item: str) -> dict[str, Any]:
@@ -45,7 +66,7 @@ def parse_override(item: str) -> dict[str, Any]:
     try:
         cursor[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        raise ValueError(f"--set {item!r}: {' '.join(str(error).split())}") from error
+        raise ValueError(f"--set {item!r}: {_yaml_problem(error)}") from error
     return nested
 
 

@@ -18,15 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
 from trustee_rl.environment import Environment
 from trustee_rl.lm import open_lm
+from trustee_rl.lm.openai_http import HTTPClientConfig
 from trustee_rl.policy.base import Policy
 from trustee_rl.policy.factory import open_policy
 from trustee_rl.runner import SIMULATION, EpisodeRunner, TaskSource, advance_curriculum
-from trustee_rl.schema import Episode, Verdict
+from trustee_rl.schema import Episode, Task, Verdict
 from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.sim.judge import JudgeConfig
 from trustee_rl.sim.taskgen import TaskGenConfig
 from trustee_rl.store import RunStore
+from trustee_rl.task_files import FileTaskSource, load_task_file
 
 
 class SimulateConfig(BaseModel):
@@ -41,11 +43,16 @@ class SimulateConfig(BaseModel):
     simulator: str = "embedded"
     simulator_model: str | None = None
     catalog: str | None = None
+    # A JSONL file of tasks (`trustee tasks synthesize` writes one) played in turn instead of
+    # generated ones.
+    tasks: str | None = None
     policy_max_tokens: int = 256
     policy_temperature: float = 0.7
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     taskgen: TaskGenConfig = Field(default_factory=TaskGenConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    # Timeout and retries of the policy's and simulator's server, when they are URLs.
+    http: HTTPClientConfig = Field(default_factory=HTTPClientConfig)
 
 
 # Changing these between a run and its resume would make the stored episodes a mix of two runs.
@@ -54,6 +61,7 @@ RESUME_KEYS = (
     "policy",
     "simulator",
     "catalog",
+    "tasks",
     "curriculum",
     "taskgen",
     "judge",
@@ -68,19 +76,22 @@ class World:
     environment: Environment
     policy: Policy
     config: SimulateConfig
+    tasks: list[Task] | None = None
 
     @classmethod
     def open(cls, config: SimulateConfig) -> World:
         catalog = load_catalog(Path(config.catalog) if config.catalog else None)
-        simulator = open_lm(config.simulator, config.simulator_model)
+        tasks = load_task_file(Path(config.tasks)) if config.tasks else None
+        simulator = open_lm(config.simulator, config.simulator_model, config.http)
         policy = open_policy(
             config.policy,
             model_name=config.policy_model,
             max_new_tokens=config.policy_max_tokens,
             temperature=config.policy_temperature,
+            http=config.http,
         )
         environment = Environment(simulator, catalog, config.judge, config.taskgen)
-        return cls(environment=environment, policy=policy, config=config)
+        return cls(environment=environment, policy=policy, config=config, tasks=tasks)
 
     async def close(self) -> None:
         await self.environment.simulator.aclose()
@@ -100,9 +111,14 @@ async def run_simulation(
     curriculum moves after each batch and its state is stored under the batch number."""
     store.discard_incomplete()
     saved = dict(store.curriculum_states())
+    logged = {step for step, _, _ in store.metrics()}
     done = store.completed_indices()
     curriculum = Curriculum(config.curriculum)
-    tasks = TaskSource(world.environment, curriculum, config.seed, SIMULATION)
+    tasks = (
+        FileTaskSource(world.tasks)
+        if world.tasks is not None
+        else TaskSource(world.environment, curriculum, config.seed, SIMULATION)
+    )
     runner = EpisodeRunner(world.environment, world.policy, store)
     limiter = asyncio.Semaphore(config.concurrency)
 
@@ -120,7 +136,8 @@ async def run_simulation(
             batch * config.batch_size, min(config.episodes, (batch + 1) * config.batch_size)
         )
         missing = [i for i in indices if i not in done]
-        if not missing and batch in saved:
+        # A kill between a batch's two writes leaves its state without metrics: redo it then.
+        if not missing and batch in saved and batch in logged:
             curriculum.state = CurriculumState.model_validate(saved[batch])
             continue
         # A batch (re)starts from the state its predecessor left, so a resume replays it exactly.

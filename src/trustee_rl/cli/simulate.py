@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
+from trustee_rl.cli.run_kind import check_run_kind
+from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line, use_api_key_file
 
 
 def simulate(
@@ -24,7 +25,7 @@ def simulate(
         list[str] | None,
         typer.Option("--set", help="override one setting, e.g. --set judge.reward=levels"),
     ] = None,
-    episodes: Annotated[int | None, typer.Option(min=1, help="episodes in the run [8]")] = None,
+    episodes: Annotated[int | None, typer.Option(help="episodes in the run [8]")] = None,
     seed: Annotated[int | None, typer.Option(help="the run's one seed [0]")] = None,
     policy: Annotated[
         str | None,
@@ -41,21 +42,32 @@ def simulate(
     ] = None,
     difficulty: Annotated[
         float | None,
-        typer.Option(min=1, max=100, help="hold difficulty D fixed (default: adaptive curriculum)"),
+        typer.Option(help="hold difficulty D (1-100) fixed (default: adaptive curriculum)"),
     ] = None,
     catalog: Annotated[
         Path | None, typer.Option(help="tool catalog JSON file or directory (default: shipped)")
     ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(min=1, help="episodes in flight at once [8]")
+    tasks: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL file of tasks (from `trustee tasks synthesize`) to play in turn instead "
+            "of generating tasks"
+        ),
     ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="episodes in flight at once [8]")] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, help="episodes per curriculum update (default: --concurrency)"),
+        typer.Option(help="episodes per curriculum update (default: --concurrency)"),
     ] = None,
     judge: Annotated[
         str | None,
         typer.Option(help="'lm' (rules + simulator rubric) or 'rules' (deterministic only)"),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="file holding the servers' API key [default: $OPENAI_API_KEY]; never stored"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
@@ -73,13 +85,17 @@ def simulate(
         "simulator": simulator,
         "simulator_model": simulator_model,
         "concurrency": concurrency,
-        "batch_size": batch_size or concurrency,
+        "batch_size": concurrency if batch_size is None else batch_size,
         "catalog": str(catalog.resolve()) if catalog else None,
+        "tasks": str(tasks.resolve()) if tasks else None,
         "judge": {"mode": judge} if judge else None,
-        "curriculum": {"initial_level": difficulty, "mode": "fixed"} if difficulty else None,
+        "curriculum": (
+            None if difficulty is None else {"initial_level": difficulty, "mode": "fixed"}
+        ),
     }
     defaults: dict[str, Any] = {}
     try:
+        use_api_key_file(api_key_file)
         if config is not None:
             defaults = load_settings(SimulateConfig, {}, config).model_dump(exclude_unset=True)
         merge(defaults, {key: value for key, value in flags.items() if value is not None})
@@ -97,6 +113,7 @@ def _simulate(run_dir: Path, config: Any, *, quiet: bool) -> dict[str, Any]:
     from trustee_rl.simulation import RESUME_KEYS, World
     from trustee_rl.store import RunStore
 
+    check_run_kind(run_dir, "simulate")
     world = World.open(config)  # catalog and backends are checked before anything is written
     store, resumed = RunStore.open_or_create(
         run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
+from trustee_rl.cli.run_kind import check_run_kind
+from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line, use_api_key_file
 
 
 def train(
@@ -27,6 +28,10 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue the run in --run-dir from its last checkpoint")
     ] = False,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the simulator server's API key [default: $OPENAI_API_KEY]"),
+    ] = None,
     control_of: Annotated[
         Path | None,
         typer.Option(
@@ -41,17 +46,20 @@ def train(
     from trustee_rl.train.config import TrainingRefused, load_train_config
 
     try:
+        use_api_key_file(api_key_file)
         reference = None
         if control_of is not None:
             from trustee_rl.settings import load_settings
             from trustee_rl.train.config import TrainConfig
             from trustee_rl.train.control import Reference, reference_settings
 
+            check_run_kind(control_of, "train")
             reference = Reference(control_of)
             base = reference_settings(control_of).model_dump(mode="json")
             settings = load_settings(TrainConfig, base, config, overrides or [])
         else:
             settings = load_train_config(preset, config, overrides or [])
+        check_run_kind(run_dir, "train")
         exists = (run_dir / STORE_FILE).exists()
         if exists and not resume:
             fail(

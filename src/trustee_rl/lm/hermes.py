@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from trustee_rl.lm.json_repair import decode_prefix, loads, skip_space
 from trustee_rl.schema import Message, Tool, ToolCall
 
-TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 
 TOOLS_PREAMBLE = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -56,25 +56,51 @@ def _call_text(name: str, arguments: Any) -> str:
 
 
 def parse_assistant_text(text: str) -> tuple[str, list[ToolCall]]:
-    """Split a reply into its prose and its tool calls. A call that does not parse is kept,
-    with `parse_error` set, so the judge sees it."""
-    calls = [_parse_call(match.group(1)) for match in TOOL_CALL_RE.finditer(text)]
-    prose = TOOL_CALL_RE.sub("", text).strip()
-    return prose, calls
+    """Split a reply into its prose and its tool calls: each `<tool_call>` up to its
+    `</tool_call>` or the end of the text (cut at max tokens). A call that does not parse is
+    kept, with `parse_error` set, so the judge sees it. Text without `<tool_call>` has no calls."""
+    prose: list[str] = []
+    calls: list[ToolCall] = []
+    position = 0
+    while (start := text.find(CALL_OPEN, position)) >= 0:
+        prose.append(text[position:start])
+        call, position = _read_call(text, start + len(CALL_OPEN))
+        calls.append(call)
+    prose.append(text[position:])
+    return "".join(prose).strip(), calls
 
 
-def _parse_call(body: str) -> ToolCall:
+def _read_call(text: str, body_start: int) -> tuple[ToolCall, int]:
+    """The call whose body starts at `body_start`, and where its block ends. The body is read as
+    JSON, so a `</tool_call>` inside an argument string does not cut it short."""
     try:
-        data: Any = json.loads(body)
-    except json.JSONDecodeError as error:
-        return ToolCall(name="", parse_error=f"not JSON: {error.msg}")
+        data, end = decode_prefix(text, skip_space(text, body_start))
+    except ValueError as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        return _unreadable(text, body_start, reason)
+    after = skip_space(text, end)
+    if after == len(text):
+        return _call(data), after
+    if text.startswith(CALL_CLOSE, after):
+        return _call(data), after + len(CALL_CLOSE)
+    return _unreadable(text, end, "extra text after the call")
+
+
+def _unreadable(text: str, start: int, reason: str) -> tuple[ToolCall, int]:
+    """A call that is not JSON; its block runs to the next `</tool_call>` (or the end)."""
+    close = text.find(CALL_CLOSE, start)
+    block_end = len(text) if close < 0 else close + len(CALL_CLOSE)
+    return ToolCall(name="", parse_error=f"not JSON: {reason}"), block_end
+
+
+def _call(data: Any) -> ToolCall:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return ToolCall(name="", parse_error="expected an object with a string 'name'")
     arguments = data.get("arguments", {})
     if isinstance(arguments, str):  # some models double-encode
         try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+            arguments = loads(arguments)
+        except ValueError:
             return ToolCall(name=data["name"], parse_error="arguments are not a JSON object")
     if not isinstance(arguments, dict):
         return ToolCall(name=data["name"], parse_error="arguments are not a JSON object")

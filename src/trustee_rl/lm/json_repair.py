@@ -1,8 +1,12 @@
-"""Pull one JSON document out of free model output, repairing the slips models commonly make."""
+"""Pull one JSON document out of free model output, repairing the slips models commonly make.
+
+Only what JSON can carry comes out: NaN, Infinity and numbers beyond a float's range are refused,
+so whatever this returns dumps back to valid JSON."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +23,47 @@ _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
 _CLOSER_OF = {"{": "}", "[": "]"}
 # Openers tried per chunk: enough to skip bracketed prose, bounded so garbage stays cheap.
 _MAX_STARTS = 32
+# Deeper than Python's json reads; refusing early keeps deep garbage linear to scan.
+_MAX_DEPTH = 512
 _REASON_CHARS = 160
+
+
+def loads(text: str, *, strict: bool = True) -> Any:
+    """`json.loads` for JSON as the standard defines it; every failure is a ValueError (deep
+    nesting and huge integers included). `strict=False` lets control characters stand unescaped
+    inside strings."""
+    value, end = decode_prefix(text, skip_space(text, 0), strict=strict)
+    if skip_space(text, end) != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def decode_prefix(text: str, start: int, *, strict: bool = True) -> tuple[Any, int]:
+    """The JSON value that begins at `start`, and the index just after it."""
+    decoder = json.JSONDecoder(strict=strict, parse_constant=_refuse_constant, parse_float=_finite)
+    try:
+        value, end = decoder.raw_decode(text, start)
+    except RecursionError as error:
+        raise ValueError("nested too deeply") from error
+    return value, end
+
+
+def skip_space(text: str, index: int) -> int:
+    """The first index from `index` on that is not JSON whitespace."""
+    while index < len(text) and text[index] in " \t\n\r":
+        index += 1
+    return index
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
 
 
 def parse_json_document(text: str) -> Any:
@@ -27,7 +71,7 @@ def parse_json_document(text: str) -> Any:
     first_error: str | None = None
     for chunk in _chunks(text):
         try:
-            return json.loads(chunk, strict=False)
+            return loads(chunk, strict=False)
         except ValueError:
             pass
         for start in _starts(chunk):
@@ -72,7 +116,7 @@ class _Scan:
 def _parse_from(chunk: str, start: int) -> Any:
     scan = _scan(chunk, start)
     if not scan.stack:
-        return json.loads("".join(scan.out), strict=False)
+        return loads("".join(scan.out), strict=False)
     return _close_truncated(scan)
 
 
@@ -85,9 +129,7 @@ def _scan(text: str, start: int) -> _Scan:
         char = text[index]
         if scan.in_string:
             escape_at = _string_char(scan, char, escape_at)
-        elif char.isalpha():
-            word = _WORD.match(text, index)
-            assert word is not None  # an alphabetic char always starts a word
+        elif (word := _WORD.match(text, index)) is not None:
             scan.out.append(_PYTHON_LITERALS.get(word.group(), word.group()))
             index = word.end()
             continue
@@ -116,6 +158,8 @@ def _string_char(scan: _Scan, char: str, escape_at: int | None) -> int | None:
 def _structural_char(scan: _Scan, char: str, index: int) -> bool:
     """Copy one char outside strings; return True once the document is balanced."""
     if char in _CLOSER_OF:
+        if len(scan.stack) == _MAX_DEPTH:
+            raise ValueError(f"nested deeper than {_MAX_DEPTH} at offset {index}")
         scan.out.append(char)
         scan.stack += _CLOSER_OF[char]
         scan.cuts.append((len(scan.out), scan.stack))
@@ -155,7 +199,7 @@ def _close_truncated(scan: _Scan) -> Any:
     candidates += [("".join(scan.out[:length]), stack) for length, stack in reversed(scan.cuts)]
     for body, stack in candidates:
         try:
-            return json.loads(body + stack[::-1], strict=False)
+            return loads(body + stack[::-1], strict=False)
         except ValueError:
             continue
     raise ValueError("truncated JSON could not be closed")

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import math
 import os
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from trustee_rl.lm.base import Completion, LMError, LMUnavailable
-from trustee_rl.lm.json_repair import parse_json_document
+from trustee_rl.lm.json_repair import loads, parse_json_document
 from trustee_rl.schema import ToolCall, Usage
 from trustee_rl.sim.prompts import load_prompt
 
@@ -24,12 +29,37 @@ _EXCERPT_CHARS = 200
 _JSON_OUTPUT = load_prompt("json_output")
 
 
+class HTTPClientConfig(BaseModel):
+    """How long an OpenAI-compatible client waits for a server and how often it tries again
+    (settings key `http`, e.g. `--set http.timeout_s=30`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=120.0, gt=0, description="seconds one request may take")
+    max_retries: int = Field(
+        default=4, ge=0, description="tries after the first, per request, on a transient failure"
+    )
+    backoff_max_s: float = Field(
+        default=30.0, ge=0, description="the longest wait between tries, Retry-After included"
+    )
+
+
 class _ResponseFormatRejected(LMError):
     """The server refused `response_format`; it lacks native structured output."""
 
 
+class _ToolChoiceRejected(LMError):
+    """The server refused `tool_choice` (vLLM without --enable-auto-tool-choice does)."""
+
+
 class OpenAIHTTPLM:
     """Chat completions over HTTP, with retries, bounded concurrency and structured output.
+
+    A request is tried again, `max_retries` times at most, after HTTP 429/500/502/503/504, a
+    connection that fails or drops, no answer within `timeout_s`, or an answer body that is not
+    JSON; the wait doubles from `backoff_base_s` (jittered) unless the server names one in
+    `Retry-After`, and never exceeds `backoff_max_s`. A server that refuses `tool_choice` is sent
+    none from then on.
 
     `structured_output` picks how `json_schema` is honoured: "json_schema" sends it as
     `response_format`, "prompt" states it in the system message and parses the reply, "auto"
@@ -50,6 +80,7 @@ class OpenAIHTTPLM:
         native_tools: bool = True,
         structured_output: StructuredOutput = "auto",
     ) -> None:
+        _refuse_credentials(base_url)
         self.base_url = base_url.rstrip("/")
         # Empty until resolved from /models on first use when no model was named.
         self.model = model or ""
@@ -60,6 +91,7 @@ class OpenAIHTTPLM:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._response_format_ok = structured_output != "prompt"
+        self._tool_choice_ok = True
         self._rng = random.Random()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._model_lock = asyncio.Lock()
@@ -97,7 +129,8 @@ class OpenAIHTTPLM:
             body["stop"] = stop
         if tools:
             body["tools"] = tools
-            body["tool_choice"] = "auto"
+            if self._tool_choice_ok:
+                body["tool_choice"] = "auto"
         if json_schema is None:
             data = await self._chat(body)
             return self._completion(data, _message_text(data), _usage(data), started)
@@ -168,38 +201,62 @@ class OpenAIHTTPLM:
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         async with self._semaphore:
-            return await self._request("POST", "/chat/completions", body)
+            try:
+                return await self._request("POST", "/chat/completions", body)
+            except _ToolChoiceRejected:
+                self._tool_choice_ok = False
+                without = {key: value for key, value in body.items() if key != "tool_choice"}
+                return await self._request("POST", "/chat/completions", without)
 
     async def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Send one request, retrying transient failures with jittered exponential backoff."""
+        """Send one request, trying transient failures again; the last one's cause is raised."""
         url = self.base_url + path
-        failure: LMError = LMError(f"no attempt made on {url}")
+        failure: LMError
         for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt - 1))
+            server_wait: float | None = None
             try:
                 response = await self._client.request(method, url, json=body)
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 failure = LMUnavailable(f"cannot reach {self.base_url}: {_one_line(error)}")
-                continue
             except httpx.TimeoutException:
-                failure = LMError(f"{method} {url} timed out after {self.timeout_s}s")
-                continue
-            except httpx.TransportError as error:
-                failure = LMError(f"{method} {url} failed: {_one_line(error)}")
-                continue
-            if response.status_code < 400:
-                return _json_body(response, url)
-            failure = _status_error(response, url, body)
-            if response.status_code not in _RETRY_STATUSES:
-                raise failure
-        raise failure
+                failure = LMError(f"{method} {url} got no answer within {self.timeout_s}s")
+            except httpx.TransportError as error:  # the connection dropped mid-request
+                failure = LMError(f"{method} {url} lost its connection: {_one_line(error)}")
+            else:
+                if response.status_code < 400:
+                    try:
+                        return _json_body(response, url)
+                    except LMError as error:  # a body cut short or garbled on the way
+                        failure = error
+                else:
+                    failure = _status_error(response, url, body)
+                    if response.status_code not in _RETRY_STATUSES:
+                        raise failure
+                    server_wait = _retry_after_s(response)
+            if attempt < self.max_retries:
+                await asyncio.sleep(self._wait(attempt, server_wait))
+        tries = self.max_retries + 1
+        raise type(failure)(f"gave up after {tries} tr{'y' if tries == 1 else 'ies'}: {failure}")
 
-    def _backoff(self, attempt: int) -> float:
+    def _wait(self, attempt: int, server_wait: float | None) -> float:
+        if server_wait is not None:
+            return min(self.backoff_max_s, server_wait)
         delay = min(self.backoff_max_s, self.backoff_base_s * 2.0**attempt)
         return delay * (0.5 + 0.5 * self._rng.random())
+
+
+def _refuse_credentials(base_url: str) -> None:
+    """A server URL is stored with the run, so a key must not ride in it."""
+    parts = urlsplit(base_url)
+    if parts.username is not None or parts.password is not None or parts.query:
+        port = f":{parts.port}" if parts.port else ""
+        shown = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+        raise ValueError(
+            f"server URL {shown} carries credentials (user:password@ or a query): put the key in "
+            "OPENAI_API_KEY or an API key file instead, as a URL is stored with the run"
+        )
 
 
 def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
@@ -233,11 +290,36 @@ def _repair_messages(
 def _status_error(response: httpx.Response, url: str, body: dict[str, Any] | None) -> LMError:
     excerpt = _one_line(response.text)
     message = f"HTTP {response.status_code} from {url}: {excerpt}"
-    if body is not None and "response_format" in body:
-        status = response.status_code
-        if status == 400 or (status == 422 and "response_format" in response.text):
-            return _ResponseFormatRejected(message)
+    status, text = response.status_code, response.text
+    sent = body or {}
+    named = text.lower().replace("_", " ")
+    if status in (401, 403):  # a missing or wrong key: no retry, and no other request, will pass
+        return LMUnavailable(message)
+    if status == 400 and "tool_choice" in sent and "tool choice" in named:
+        return _ToolChoiceRejected(message)
+    if "response_format" in sent and (
+        status == 400 or (status == 422 and "response_format" in text)
+    ):
+        return _ResponseFormatRejected(message)
     return LMError(message)
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """The wait a `Retry-After` header asks for, in seconds or as an HTTP date; None without one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _json_body(response: httpx.Response, url: str) -> dict[str, Any]:
@@ -280,7 +362,7 @@ def _tool_call(raw: dict[str, Any]) -> ToolCall:
     text = arguments if isinstance(arguments, str) else ""
     try:
         # No-argument calls arrive as "" from some servers.
-        parsed = json.loads(text) if text.strip() else {}
+        parsed = loads(text) if text.strip() else {}
     except ValueError as error:
         return ToolCall(name=name, parse_error=f"arguments are not JSON: {error}", **ids)
     if not isinstance(parsed, dict):

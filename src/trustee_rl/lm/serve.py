@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -120,6 +120,11 @@ class OpenAIServer:
     def reply(self, request: dict[str, Any]) -> Reply:
         return self.responder(request)
 
+    def respond(self, handler: BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
+        """Write the answer to one chat request on `handler`'s connection; a test server that
+        misbehaves on purpose (truncated bodies, dropped connections) overrides this."""
+        write_json(handler, *self.answer(request))
+
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -139,33 +144,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
-            self._send(200, self.server.owner.models())
+            write_json(self, 200, self.server.owner.models())
         else:
-            self._send(404, _error(f"no route {self.path}"))
+            write_json(self, 404, _error(f"no route {self.path}"))
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send(404, _error(f"no route {self.path}"))
+            write_json(self, 404, _error(f"no route {self.path}"))
             return
         try:
             request = json.loads(raw)
         except ValueError:
-            self._send(400, _error("request body is not JSON"))
+            write_json(self, 400, _error("request body is not JSON"))
             return
-        self._send(*self.server.owner.answer(request))
-
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.server.owner.respond(self, request)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: a benchmark sends thousands of requests."""
+
+
+def write_json(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    payload: dict[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer on `handler`'s connection with `payload` as JSON and any extra `headers`."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def _error(message: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from trustee_rl.policy.base import Policy
 
 if TYPE_CHECKING:
+    from trustee_rl.lm.openai_http import HTTPClientConfig
     from trustee_rl.policy.transformers import TransformersPolicy
 
 EMBEDDED = "embedded"
@@ -30,14 +31,15 @@ def open_policy(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     batch_size: int | None = None,
+    http: HTTPClientConfig | None = None,
 ) -> Policy:
     if spec.startswith(("http://", "https://")):
-        from trustee_rl.lm.openai_http import OpenAIHTTPLM
+        from trustee_rl.lm.openai_http import HTTPClientConfig, OpenAIHTTPLM
         from trustee_rl.policy.lm import LMPolicy
 
         url = spec.rstrip("/")
         return LMPolicy(
-            OpenAIHTTPLM(url, model=model_name),
+            OpenAIHTTPLM(url, model=model_name, **(http or HTTPClientConfig()).model_dump()),
             max_tokens=max_new_tokens,
             temperature=temperature,
             name=f"{model_name or 'default'}@{url}",

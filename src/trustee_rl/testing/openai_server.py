@@ -13,9 +13,10 @@ import math
 import random
 import threading
 import time
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from trustee_rl.lm.serve import OpenAIServer, Reply, Responder
+from trustee_rl.lm.serve import OpenAIServer, Reply, Responder, write_json
 
 __all__ = [
     "AgentResponder",
@@ -24,7 +25,11 @@ __all__ = [
     "Responder",
     "SchemaResponder",
     "ScriptedResponder",
+    "add_server_arguments",
     "instance_for_schema",
+    "is_structured",
+    "serve_until_interrupted",
+    "server_options",
 ]
 
 _WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris")
@@ -32,6 +37,10 @@ _WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "garnet", "harbo
 _OPTIONAL_DEPTH = 4
 _MAX_DEPTH = 32
 _PROMPTED_SCHEMA_MARKER = "JSON schema:"
+# What vLLM answers (HTTP 400) to `tool_choice: auto` when started without a tool parser.
+TOOL_CHOICE_REFUSAL = (
+    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+)
 
 
 class SchemaResponder:
@@ -73,9 +82,7 @@ class AgentResponder:
     def __call__(self, request: dict[str, Any]) -> Reply:
         messages = request.get("messages") or [{}]
         if request.get("tools") and messages[-1].get("role") == "tool":
-            return Reply(
-                content="Done. Here is what I found: " + str(messages[-1].get("content"))[:80]
-            )
+            return Reply(content="Here is what I found: " + str(messages[-1].get("content"))[:80])
         return self.schema(request)
 
 
@@ -96,6 +103,11 @@ class ScriptedResponder:
 def _request_seed(request: dict[str, Any], seed: int) -> int:
     text = json.dumps(request.get("messages", []), sort_keys=True) + f"#{seed}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def is_structured(request: dict[str, Any]) -> bool:
+    """Whether the request asks for JSON output, in `response_format` or stated in a message."""
+    return _response_format_schema(request) is not None or _prompted_schema(request) is not None
 
 
 def _response_format_schema(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -318,8 +330,10 @@ def _within(value: float, schema: dict[str, Any]) -> bool:
 class LoopbackOpenAIServer(OpenAIServer):
     """The lm/serve.py transport with what tests and benchmarks need besides: a default
     `SchemaResponder`, a delay per request (each request sleeps on its own thread, so concurrent
-    requests overlap as against a batching server), an optional refusal of `response_format`,
-    and `requests`, every chat request body received."""
+    requests overlap as against a batching server), optional refusals of `response_format` and
+    of `tool_choice` (as vLLM without a tool parser), an optional `api_key` that chat requests
+    must bear (HTTP 401 otherwise, as vLLM started with --api-key), and `requests`, every chat
+    request body received."""
 
     def __init__(
         self,
@@ -329,24 +343,40 @@ class LoopbackOpenAIServer(OpenAIServer):
         port: int = 0,
         model: str = "loopback-model",
         supports_response_format: bool = True,
+        supports_tool_choice: bool = True,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(responder or SchemaResponder(), host=host, port=port, model=model)
+        self.api_key = api_key
         self.delay_s = delay_s
         self.supports_response_format = supports_response_format
+        self.supports_tool_choice = supports_tool_choice
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def reply(self, request: dict[str, Any]) -> Reply:
+    def respond(self, handler: BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
+        bearer = handler.headers.get("Authorization")
+        if self.api_key is not None and bearer != f"Bearer {self.api_key}":
+            write_json(handler, 401, {"error": {"message": "invalid API key"}})
+            return
+        super().respond(handler, request)
+
+    def record(self, request: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def reply(self, request: dict[str, Any]) -> Reply:
+        self.record(request)
         time.sleep(self.delay_s)
         if not self.supports_response_format and "response_format" in request:
             return Reply(content="response_format is not supported", status=400)
+        if not self.supports_tool_choice and "tool_choice" in request:
+            return Reply(content=TOOL_CHOICE_REFUSAL, status=400)
         return super().reply(request)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a loopback OpenAI-compatible chat API.")
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of a loopback server; `server_options` reads them back."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds each request sleeps")
@@ -356,17 +386,27 @@ def main(argv: list[str] | None = None) -> None:
         "--no-response-format", action="store_true", help="reject response_format with a 400"
     )
     parser.add_argument(
+        "--no-tool-choice", action="store_true", help="reject tool_choice with a 400, as vLLM can"
+    )
+    parser.add_argument(
         "--agent", action="store_true", help="also play a tool-using agent (AgentResponder)"
     )
-    args = parser.parse_args(argv)
-    server = LoopbackOpenAIServer(
-        AgentResponder(args.seed) if args.agent else SchemaResponder(args.seed),
-        delay_s=args.delay,
-        host=args.host,
-        port=args.port,
-        model=args.model,
-        supports_response_format=not args.no_response_format,
-    )
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `LoopbackOpenAIServer` arguments the options of `add_server_arguments` give."""
+    return {
+        "responder": AgentResponder(args.seed) if args.agent else SchemaResponder(args.seed),
+        "delay_s": args.delay,
+        "host": args.host,
+        "port": args.port,
+        "model": args.model,
+        "supports_response_format": not args.no_response_format,
+        "supports_tool_choice": not args.no_tool_choice,
+    }
+
+
+def serve_until_interrupted(server: LoopbackOpenAIServer) -> None:
     server.start()
     print(f"serving {server.base_url}", flush=True)
     try:
@@ -375,6 +415,12 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a loopback OpenAI-compatible chat API.")
+    add_server_arguments(parser)
+    serve_until_interrupted(LoopbackOpenAIServer(**server_options(parser.parse_args(argv))))
 
 
 if __name__ == "__main__":
