@@ -173,7 +173,8 @@ def test_the_compare_table_and_chart_show_intervals_and_p_values(tmp_path: Path)
     svg = chart.read_text()
     assert "base: 34.5% [19.9%, 52.7%]" in svg
     assert "tuned: 56.7% [39.2%, 72.6%] p=0.065" in svg
-    assert svg.count("<path") == 3 * 2  # a whisker per model on each of the 3 rows
+    # A whisker per model on each row: success, reward, the criterion and the 4 first-turn rates.
+    assert svg.count("<path") == 7 * 2
 
 
 def test_items_only_one_model_scored_are_left_out_and_counted(tmp_path: Path) -> None:

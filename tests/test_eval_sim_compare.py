@@ -11,11 +11,14 @@ from typer.testing import CliRunner
 
 from trustee_rl.cli import app
 from trustee_rl.evaluate.results import ItemKey, ResultCache, update_summary
-from trustee_rl.evaluate.simbench import load_tasks, tasks_label
+from trustee_rl.evaluate.simbench import first_turn, load_tasks, tasks_label
+from trustee_rl.schema import Episode, Message, ToolCall
 from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.store import RunStore
 from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer, Reply
+
+from .conftest import make_task
 
 runner = CliRunner()
 
@@ -50,6 +53,10 @@ def test_sim_benchmark_freezes_held_out_tasks_and_scores_whole_episodes(
     assert 0.0 <= scores["success rate"] <= 1.0
     assert -1.0 <= scores["mean reward"] <= 1.0
     assert any(name.startswith("criterion ") for name in scores)
+    # The first turn graded as training's held-out check grades it: the loopback agent opens
+    # every episode with a call to one of the offered tools.
+    assert scores["first turn any call"] == 1.0
+    assert {"first turn valid call", "first turn right tool"} <= set(scores)
 
     # The same frozen tasks and seed give the same figures, from the cache the second time.
     again = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "a")
@@ -67,6 +74,9 @@ def test_sim_benchmark_freezes_held_out_tasks_and_scores_whole_episodes(
     success = next(r for r in json.loads(compared.stdout)["rows"] if r["metric"] == "success rate")
     assert success["n"] == [4, 4] and success["intervals"][0]["method"] == "wilson"
     assert success["tests"][1]["test"] == "mcnemar" and success["tests"][1]["paired"] == 4
+    rows = {r["metric"]: r for r in json.loads(compared.stdout)["rows"]}
+    assert rows["first turn right tool"]["n"] == [4, 4]
+    assert rows["first turn right tool"]["tests"][1]["paired"] == 4
 
 
 def test_sim_benchmark_needs_tasks_or_a_count(server: LoopbackOpenAIServer, tmp_path: Path) -> None:
@@ -81,7 +91,7 @@ def test_sim_benchmark_rejects_an_unreachable_model(tmp_path: Path) -> None:
     tasks = tmp_path / "t.jsonl"
     result = eval_sim(url, url, tasks, tmp_path / "o", "--n", "1")
     assert result.exit_code == 2
-    assert "error: cannot reach" in result.output
+    assert "cannot reach" in result.output.splitlines()[-1]
     assert not tasks.exists()  # nothing half-written
 
 
@@ -196,3 +206,21 @@ def test_compare_takes_its_dirs_from_a_config_file(tmp_path: Path) -> None:
          "intervals": [None], "tests": [None], "notes": []}
     ]  # fmt: skip
     assert "chart:" not in result.stderr
+
+
+def test_the_first_turn_is_graded_by_its_first_call() -> None:
+    task = make_task()
+    wrong = ToolCall(name="get_weather", arguments={"town": "Oslo"})
+    right = ToolCall(name="get_weather", arguments={"city": "Oslo"})
+    episode = Episode(
+        id="e", task_id=task.id, index=0, seed=0, policy_model="m", status="done",
+        messages=[
+            Message(role="system", content=task.system_prompt),
+            Message(role="user", content=task.initial_message),
+            Message(role="assistant", tool_calls=[wrong]),
+            Message(role="tool", tool_call_id="c", name="get_weather", content="{}"),
+            Message(role="assistant", tool_calls=[right]),
+        ],
+    )  # fmt: skip
+    graded = first_turn(task, episode)
+    assert (graded.any_call, graded.valid_call, graded.right_tool) == (True, False, True)

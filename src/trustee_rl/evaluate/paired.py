@@ -19,6 +19,8 @@ from typing import Any
 
 from trustee_rl.evaluate.bfcl import AST, LIVE, MULTI_TURN, NON_LIVE, RELEVANCE
 from trustee_rl.evaluate.results import CACHE_FILE
+from trustee_rl.heldout import RATES
+from trustee_rl.sqlite_snapshot import read_snapshot
 
 ItemId = tuple[str, str]  # (category, entry)
 
@@ -43,6 +45,7 @@ class Row:
     trial: int
     score: float
     verdict: dict[str, Any] | None  # the sim benchmark's judgement; None elsewhere
+    first_turn: dict[str, Any] | None  # the sim benchmark's first-turn grades; None elsewhere
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,10 @@ def read_outcomes(directory: Path, summary: dict[str, Any]) -> dict[tuple[str, s
     if not path.is_file():
         return {}
     found: dict[tuple[str, str], Outcomes] = {}
-    # A plain connection that only reads: no migration, so compare never rewrites a cache, and
-    # the columns read here exist since the cache's first schema.
+    # An in-memory copy, not migrated: compare never changes or adds a file in the dir, and the
+    # columns read here exist since the cache's first schema.
     try:
-        with closing(sqlite3.connect(path)) as db:
+        with closing(read_snapshot(path)) as db:
             for benchmark, figures in summary.get("benchmarks", {}).items():
                 extract = EXTRACTORS.get(benchmark)
                 if extract is None:
@@ -86,15 +89,24 @@ def read_outcomes(directory: Path, summary: dict[str, Any]) -> dict[tuple[str, s
 
 
 def _rows(db: sqlite3.Connection, model: str, benchmark: str) -> list[Row]:
-    verdict = "json_extract(record, '$.verdict')" if benchmark == "sim" else "NULL"
+    sim = benchmark == "sim"
+    verdict = "json_extract(record, '$.verdict')" if sim else "NULL"
+    first_turn = "json_extract(record, '$.first_turn')" if sim else "NULL"
     cursor = db.execute(
-        f"SELECT category, entry, trial, score, {verdict} FROM results"
+        f"SELECT category, entry, trial, score, {verdict}, {first_turn} FROM results"
         " WHERE model = ? AND benchmark = ? ORDER BY category, entry, trial",
         (model, benchmark),
     )
     return [
-        Row(category, entry, trial, float(score), json.loads(text) if text else None)
-        for category, entry, trial, score, text in cursor
+        Row(
+            category,
+            entry,
+            trial,
+            float(score),
+            json.loads(verdict_text) if verdict_text else None,
+            json.loads(turn_text) if turn_text else None,
+        )
+        for category, entry, trial, score, verdict_text, turn_text in cursor
     ]
 
 
@@ -105,11 +117,15 @@ def _sim(rows: list[Row], figures: dict[str, Any]) -> dict[str, dict[ItemId, flo
     success: dict[ItemId, float] = {}
     reward: dict[ItemId, float] = {}
     criteria: dict[str, dict[ItemId, float]] = {}
+    turns: dict[str, dict[ItemId, float]] = {}
     for row in rows:
         if label is not None and row.category != label:
             continue
         item = (row.category, row.entry)
         success[item] = row.score
+        for name, value in (row.first_turn or {}).items():
+            if name in RATES:
+                turns.setdefault(f"first turn {name.replace('_', ' ')}", {})[item] = float(value)
         verdict = row.verdict or {}
         if not verdict.get("scored") or verdict.get("reward") is None:
             continue
@@ -117,7 +133,7 @@ def _sim(rows: list[Row], figures: dict[str, Any]) -> dict[str, dict[ItemId, flo
         for criterion in verdict.get("criteria", []):
             passed = criteria.setdefault(f"criterion {criterion['name']}", {})
             passed[item] = max(passed.get(item, 0.0), float(bool(criterion["passed"])))
-    return {"success rate": success, "mean reward": reward} | criteria
+    return {"success rate": success, "mean reward": reward} | criteria | turns
 
 
 def _bfcl(rows: list[Row], figures: dict[str, Any]) -> dict[str, dict[ItemId, float]]:

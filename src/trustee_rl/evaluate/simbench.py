@@ -17,9 +17,10 @@ from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
 from trustee_rl.evaluate.harness import CategoryResults, Item, Progress, Scored, run_benchmark
 from trustee_rl.evaluate.results import ItemKey
+from trustee_rl.heldout import RATES, first_reply_scores
 from trustee_rl.policy.base import Policy
 from trustee_rl.runner import HELDOUT, TaskSource, run_episode
-from trustee_rl.schema import Episode, Task, Verdict
+from trustee_rl.schema import Episode, HeldoutOutcome, Message, Task, Verdict
 from trustee_rl.seeding import derive_seed
 
 BENCHMARK = "sim"
@@ -98,17 +99,27 @@ class SimBenchmark:
 
     async def score(self, item: Item[tuple[int, Task]], outcome: tuple[Episode, Verdict]) -> Scored:
         episode, verdict = outcome
+        _, task = item.data
         return Scored(
             float(verdict.succeeded),
             {
                 "episode": episode.model_dump(mode="json"),
                 "verdict": verdict.model_dump(mode="json"),
+                "first_turn": first_turn(task, episode).model_dump(mode="json"),
             },
         )
 
     def category_figures(self, results: CategoryResults) -> dict[str, Any]:
         verdicts = [Verdict.model_validate(result.record["verdict"]) for result in results.results]
-        return sim_figures(verdicts) | {"tasks": results.category, "wall_s": results.wall_s}
+        figures = sim_figures(verdicts)
+        turns = [result.record.get("first_turn") for result in results.results]
+        if turns and all(turns):  # results cached before first turns were graded have none
+            figures["scores"] |= {
+                f"first turn {name.replace('_', ' ')}": sum(float(t[name]) for t in turns if t)
+                / len(turns)
+                for name in RATES
+            }
+        return figures | {"tasks": results.category, "wall_s": results.wall_s}
 
     def figures(self, categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """This task set's figures; a summary speaks for one task set."""
@@ -129,6 +140,13 @@ async def evaluate_sim(
     """Whole episodes of `policy` on frozen `tasks`, each cached when judged."""
     benchmark = SimBenchmark(tasks, environment, seed=seed, concurrency=concurrency)
     return await run_benchmark(benchmark, policy, out, progress=progress)
+
+
+def first_turn(task: Task, episode: Episode) -> HeldoutOutcome:
+    """The episode's first agent turn graded as a training run's held-out check grades a first
+    reply (by its first call), so a whole-episode evaluation also reads as that check."""
+    reply = next((m for m in episode.messages if m.role == "assistant"), Message(role="assistant"))
+    return first_reply_scores([task], [reply]).per_task[0]
 
 
 def sim_figures(verdicts: list[Verdict]) -> dict[str, Any]:
