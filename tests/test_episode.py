@@ -161,7 +161,7 @@ async def test_an_lm_judge_records_its_call_with_the_episode() -> None:
         verdict = await env.finish()
         judge_call = env.episode.sim_calls[-1]
         assert judge_call.role == "judge" and judge_call.seed == derive_seed(SEED, "judge")
-        assert verdict.scored and verdict.prompt_version == judge_call.prompt_version == "judge@1"
+        assert verdict.scored and verdict.prompt_version == judge_call.prompt_version == "judge@2"
         assert {c.name for c in verdict.criteria if c.source == "judge"} == set(judgement)
         checks = server.requests[-1]["messages"][1]["content"]
         assert f"- intent: The user's goal was achieved: {make_task().goal}" in checks

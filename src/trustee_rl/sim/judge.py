@@ -6,25 +6,38 @@ Criteria are cumulative by strictness (intent -> correct tools -> no hallucinati
 strictness; an episode that needed a call and made none earns 0; the LM's criteria can lower the
 reward the rules give, never raise it. A judge that cannot judge returns an unscored verdict:
 never a default reward.
+
+The LM judge reads the transcript as quoted data: one line per turn between two delimiter lines,
+every text a JSON string (so no text can start a line, close the quote or pose as another turn),
+invisible characters decoded or dropped, and the delimiters neutralised wherever a text contains
+them. What a text claims is checked by rules first (sim/claims.py), so no wording lifts a reward.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from trustee_rl.lm.base import LM
 from trustee_rl.schema import CriterionResult, Episode, Task, Verdict
+from trustee_rl.sim.claims import visible_text
 from trustee_rl.sim.prompts import load_prompt
 from trustee_rl.sim.rules import LEVEL_CRITERIA, RULES_VERSION, VIOLATIONS, rule_criteria
 from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
-from trustee_rl.sim.user import transcript
+from trustee_rl.synth.reward import SynthRewardConfig, synth_verdict
 
 # The share of a violator's criterion score it keeps in the graded map: its reward stays in
 # [-1, -0.5], below every episode without a violation.
 VIOLATION_CREDIT = 0.5
+TRANSCRIPT_START = "=== TRANSCRIPT START ==="
+TRANSCRIPT_END = "=== TRANSCRIPT END ==="
+# Anything in a quoted text that reads like either delimiter.
+_DELIMITER = re.compile(r"=+\s*transcript\s+(?:start|end)\s*=+", re.IGNORECASE)
+# A quoted text longer than this keeps its head and tail: a judge model's context is small.
+MAX_QUOTED_CHARS = 1200
 
 
 class JudgeConfig(BaseModel):
@@ -33,7 +46,10 @@ class JudgeConfig(BaseModel):
     mode: Literal["lm", "rules"] = "lm"
     # levels: TRUSTEE's {-1, 0, 1}; graded: the mean criterion score in [0, 1], or in [-1, -0.5]
     # with a violation.
-    reward: Literal["levels", "graded"] = "levels"
+    # synth: SynthAgent's gate(no violation) x mix(subgoals, interaction) over a synthesized
+    # task's rubric (synth/reward.py); it needs the LM judge.
+    reward: Literal["levels", "graded", "synth"] = "levels"
+    synth: SynthRewardConfig = Field(default_factory=SynthRewardConfig)
 
 
 class Judge:
@@ -41,6 +57,10 @@ class Judge:
         self.config = config or JudgeConfig()
         if self.config.mode == "lm" and lm is None:
             raise ValueError("an LM judge needs an LM")
+        if self.config.reward == "synth" and self.config.mode != "lm":
+            raise ValueError(
+                "judge.reward=synth needs judge.mode=lm: the simulator judges the rubric"
+            )
         self.lm = lm
         self.prompt = load_prompt("judge")
 
@@ -62,6 +82,14 @@ class Judge:
                 return Verdict.unscored(
                     episode.id, f"judge failed: {error}", self.model, self.prompt_version
                 )
+        if self.config.reward == "synth":
+            return synth_verdict(
+                episode.id,
+                criteria,
+                self.config.synth,
+                judge_model=self.model,
+                prompt_version=self.prompt_version,
+            )
         violated = any(c.name in VIOLATIONS and not c.passed for c in criteria)
         active = self._active(task, criteria)
         rules_only = self._reward(
@@ -119,7 +147,9 @@ class Judge:
         }
         messages = self.prompt.render(
             goal=task.goal,
-            transcript=_full_transcript(episode),
+            start=TRANSCRIPT_START,
+            end=TRANSCRIPT_END,
+            transcript=quoted_transcript(episode),
             checks="\n".join(f"- {name}: {text}" for name, text in checks.items()),
         )
         value = await ask_json(
@@ -145,19 +175,54 @@ class Judge:
         ]
 
 
-def _full_transcript(episode: Episode) -> str:
-    """The judge sees everything, tool traffic included."""
+def quoted_transcript(episode: Episode) -> str:
+    """Every turn the judge sees, tool traffic included, one line each, texts as JSON."""
     lines = []
     for message in episode.messages:
         if message.role == "system":
             continue
         if message.role == "tool":
-            lines.append(f"Tool result ({message.name}): {message.content}")
+            name = _quoted(message.name or "")
+            lines.append(f"tool result ({name}): {_quoted_json(message.content or '')}")
             continue
         if message.content:
-            lines.append(f"{message.role.title()}: {message.content}")
+            lines.append(f"{message.role}: {_quoted(message.content)}")
         for call in message.tool_calls:
             lines.append(
-                f"Assistant calls {call.name}({json.dumps(call.arguments, sort_keys=True)})"
+                f"assistant calls {_quoted(call.name)} with {_quoted_json(call.arguments)}"
             )
-    return "\n".join(lines) or transcript(episode.messages)
+    return "\n".join(lines)
+
+
+def _quoted(text: str) -> str:
+    """A text as one JSON string, cut in the middle when long."""
+    text = _visible(text)
+    if len(text) > MAX_QUOTED_CHARS:
+        half = MAX_QUOTED_CHARS // 2
+        text = f"{text[:half]} [... {len(text) - 2 * half} characters left out ...] {text[-half:]}"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _quoted_json(value: Any) -> str:
+    """Tool arguments or a tool result: JSON on one line when it is JSON, else a quoted text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return _quoted(value)
+    text = json.dumps(_visible_values(value), ensure_ascii=False)
+    return text if len(text) <= MAX_QUOTED_CHARS else _quoted(text)
+
+
+def _visible(text: str) -> str:
+    return _DELIMITER.sub("[delimiter removed]", visible_text(text))
+
+
+def _visible_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return _visible(value)
+    if isinstance(value, dict):
+        return {_visible(str(key)): _visible_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_visible_values(item) for item in value]
+    return value

@@ -6,7 +6,9 @@ They are written so that no shortcut pays (each was measured to pay before):
 - a call must fit its tool's schema exactly (types, no extra arguments) at every strictness;
 - expected calls are matched one-to-one with the calls made: a wrong guess before the right call,
   a repeat or a stray call each cost, a missing call costs;
-- when a call was needed and none was made, nothing else the episode did earns credit.
+- when a call was needed and none was made, nothing else the episode did earns credit;
+- prose that claims what no call did, or speaks to the judge, is a violation (sim/claims.py): no
+  text stands in for a call, and no text talks the LM judge into a reward.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import re
 from typing import Any
 
 from trustee_rl.schema import CriterionResult, Episode, ExpectedCall, Task, ToolCall
+from trustee_rl.sim.claims import claim_problems, judge_address_problems
 from trustee_rl.sim.tools import call_error
 
-RULES_VERSION = "rules@2"
+RULES_VERSION = "rules@3"
 
 # Markup that only the environment writes: a reply containing it is impersonating a tool result,
 # another turn or the chat format itself.
@@ -100,6 +103,23 @@ def rule_criteria(task: Task, episode: Episode) -> list[CriterionResult]:
     )
     results.append(criterion("well_formed", not unparsed and not imitated, problem))
 
+    claims = claim_problems(task, episode)
+    results.append(
+        criterion(
+            "claims_match_calls",
+            not claims,
+            claims[0] if claims else "every claim backed by a successful call",
+        )
+    )
+    addressed = judge_address_problems(episode)
+    results.append(
+        criterion(
+            "no_judge_address",
+            not addressed,
+            addressed[0] if addressed else "every reply speaks to the user",
+        )
+    )
+
     forbidden = [rule.tool for rule in task.forbidden if rule.tool and rule.tool in called]
     results.append(
         criterion(
@@ -180,4 +200,10 @@ LEVEL_CRITERIA = {
     "no_redundancy": ("no_redundancy",),
     "efficiency": ("efficiency",),
 }
-VIOLATIONS = ("well_formed", "no_forbidden", "known_tools")
+VIOLATIONS = (
+    "well_formed",
+    "claims_match_calls",
+    "no_judge_address",
+    "no_forbidden",
+    "known_tools",
+)
