@@ -25,7 +25,38 @@ def test_presets_load_and_paper_matches_the_reported_setup() -> None:
         0.001,
         0.2,
     )
-    assert paper.use_vllm and not paper.warm_start.enabled
+    # The rollout generates with the policy in-process: TRL's vLLM generation stays off.
+    assert not paper.use_vllm and not paper.warm_start.enabled
+    assert paper.policy == "Qwen/Qwen3-8B" and paper.trl["report_to"] == ["tensorboard"]
+    smoke = load_train_config("gpu-smoke")
+    assert smoke.policy == "Qwen/Qwen3-0.6B" and smoke.lora.enabled and smoke.bf16
+    assert not smoke.lora.qlora and not smoke.hub_offline
+    assert not cpu.lora.enabled and not cpu.trl and not cpu.warm_start.trl
+
+
+def test_trl_sections_reach_the_trainer_arguments(tmp_path: Path) -> None:
+    from trl import GRPOConfig
+
+    from trustee_rl.train.config import GRPO_SET_BY_TRUSTEE
+    from trustee_rl.train.grpo import grpo_arguments
+
+    config = load_train_config(
+        "cpu",
+        overrides=[
+            "trl.loss_type=dr_grpo",
+            "trl.scale_rewards=none",
+            "trl.vllm_importance_sampling_correction=false",
+            "kl_beta=0.01",
+        ],
+    )
+    arguments = grpo_arguments(config, tmp_path)
+    # Every field trustee refuses in `trl:` is one it sets itself, and no other.
+    decided = set(arguments) - {"lr_scheduler_type", "report_to", "disable_tqdm"} - set(config.trl)
+    assert decided == set(GRPO_SET_BY_TRUSTEE)
+    built = GRPOConfig(**arguments)
+    assert (built.loss_type, built.scale_rewards, built.beta) == ("dr_grpo", "none", 0.01)
+    assert built.report_to == ["tensorboard"] and not built.vllm_importance_sampling_correction
+    assert built.steps_per_generation == built.gradient_accumulation_steps  # one rollout a step
 
 
 def test_file_then_overrides_win(tmp_path: Path) -> None:
@@ -45,6 +76,14 @@ def test_file_then_overrides_win(tmp_path: Path) -> None:
         (["--set", "steps"], "expected key=value"),
         (["--set", "steps=-1"], "steps"),
         (["--set", "no_such_setting=1"], "no_such_setting"),
+        (["--set", "trl.no_such_field=1"], "trl.no_such_field: GRPOConfig has no such field"),
+        (["--set", "trl.beta=0.1"], "trl.beta is set by trustee: use kl_beta"),
+        (
+            ["--set", "warm_start.trl.learning_rate=1"],
+            "warm_start.trl.learning_rate is set by trustee: use warm_start.learning_rate",
+        ),
+        (["--set", "warm_start.trl.nope=1"], "SFTConfig has no such field"),
+        (["--set", "lora.r=0"], "lora.r"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:

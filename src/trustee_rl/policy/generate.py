@@ -64,8 +64,8 @@ class Generator:
         self.model.eval()
         try:
             output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
+                input_ids=input_ids.to(self.model.device),  # the first GPU of a spread model
+                attention_mask=attention.to(self.model.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=self.temperature > 0,
                 temperature=self.temperature if self.temperature > 0 else None,
@@ -141,5 +141,9 @@ class OpeningCache:
 
         cache = DynamicCache()
         with torch.no_grad():
-            self.model(input_ids=torch.tensor([opening]), past_key_values=cache, use_cache=True)
+            self.model(
+                input_ids=torch.tensor([opening], device=self.model.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
         return cache

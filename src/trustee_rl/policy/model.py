@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -47,10 +48,17 @@ def embedded_checkpoint() -> Path:
 
 
 def load_policy(
-    source: str, dtype: torch.dtype = torch.float32
+    source: str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    offline: bool = False,
+    quantization: Any = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """`source` is "embedded", an HF checkpoint dir (such as one `save_policy` wrote), or a hub
-    model id (read from the local Hugging Face cache; downloaded only where the hub is enabled)."""
+    model id, downloaded unless `offline` or HF_HUB_OFFLINE asks for the local cache only.
+    Where CUDA is available the model is placed on the visible GPUs, its layers spread over them
+    when there are several (accelerate's device map); `quantization` is a transformers
+    quantization config (4-bit QLoRA bases)."""
     path = embedded_checkpoint() if source == EMBEDDED else Path(source)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -58,7 +66,8 @@ def load_policy(
         location, local_only = str(path), True
     elif _HUB_ID.fullmatch(source):
         # Read at call time: the hub library reads HF_HUB_OFFLINE once, when it is first imported.
-        location, local_only = source, os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+        offline = offline or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+        location, local_only = source, offline
     else:
         raise ValueError(
             f"policy {source!r}: no such checkpoint dir, and not a hub model id (ORG/NAME)"
@@ -66,9 +75,19 @@ def load_policy(
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=dtype, local_files_only=local_only
+            location,
+            dtype=dtype,
+            local_files_only=local_only,
+            device_map="auto" if torch.cuda.is_available() else None,
+            quantization_config=quantization,
         )
-    except OSError as error:
+    except OSError as error:  # FileNotFoundError included: a missing file, repo or connection
+        if local_only and location == source:
+            raise ValueError(
+                f"policy {source!r} could not be loaded: not in the local Hugging Face cache, "
+                "and hub downloads are off (HF_HUB_OFFLINE or hub_offline): download it first, "
+                "or allow downloads"
+            ) from error
         raise ValueError(
             f"policy {source!r} could not be loaded: {' '.join(str(error).split())[:300]}"
         ) from error

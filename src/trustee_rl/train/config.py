@@ -2,24 +2,76 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trustee_rl.curriculum import CurriculumConfig
 from trustee_rl.settings import load_settings, mapping
 from trustee_rl.sim.judge import JudgeConfig
 from trustee_rl.sim.taskgen import TaskGenConfig
 
-PRESETS = ("cpu", "paper")
+PRESETS = ("cpu", "paper", "gpu-smoke")
+
+# TRL fields trustee sets from its own settings, so `trl:` / `warm_start.trl:` may not: each names
+# the setting to use instead. The trainer arguments are built from exactly these keys.
+GRPO_SET_BY_TRUSTEE = {
+    "output_dir": "--run-dir",
+    "learning_rate": "learning_rate",
+    "beta": "kl_beta",
+    "epsilon": "clip_epsilon",
+    "num_generations": "group_size",
+    "per_device_train_batch_size": "micro_batch_size",
+    "gradient_accumulation_steps": "tasks_per_step (with group_size and micro_batch_size)",
+    "max_steps": "steps",
+    "save_steps": "checkpoint_every",
+    "seed": "seed",
+    "bf16": "bf16",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "max_completion_length": "max_episode_tokens",
+    "temperature": "temperature",
+    "use_vllm": "use_vllm",
+    "use_cpu": "CUDA_VISIBLE_DEVICES (the GPU is used when one is visible)",
+    # The run store records every step, and a resumed run needs the optimiser state.
+    "logging_steps": "nothing: trustee logs every step",
+    "save_only_model": "nothing: checkpoints keep the optimiser state to resume from",
+    # One rollout of tasks_per_step groups per optimiser step, indexed by the step.
+    "steps_per_generation": "tasks_per_step",
+    "generation_batch_size": "tasks_per_step",
+    "num_iterations": "nothing: each rollout is trained on once",
+}
+SFT_SET_BY_TRUSTEE = {
+    "output_dir": "--run-dir",
+    "num_train_epochs": "warm_start.epochs",
+    "learning_rate": "warm_start.learning_rate",
+    "per_device_train_batch_size": "warm_start.micro_batch_size",
+    "gradient_accumulation_steps": "warm_start.batch_size",
+    "seed": "seed",
+    "bf16": "bf16",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "use_cpu": "CUDA_VISIBLE_DEVICES (the GPU is used when one is visible)",
+}
 
 
 class TrainingRefused(RuntimeError):
     """Training would teach nothing (e.g. no reward variance); the message says what to change."""
+
+
+def check_trl_fields(
+    given: Mapping[str, Any], arguments: type[Any], set_by_trustee: Mapping[str, str], where: str
+) -> None:
+    """Refuse keys that are no field of the TRL dataclass `arguments`, or that trustee sets."""
+    fields = {field.name for field in dataclasses.fields(arguments)}
+    for key in given:
+        if key in set_by_trustee:
+            raise ValueError(f"{where}.{key} is set by trustee: use {set_by_trustee[key]}")
+        if key not in fields:
+            raise ValueError(f"{where}.{key}: {arguments.__name__} has no such field")
 
 
 class WarmStartConfig(BaseModel):
@@ -42,6 +94,21 @@ class WarmStartConfig(BaseModel):
         description="demonstrations per forward/backward (None: batch_size); 1 pads nothing and "
         "holds one demonstration's activations, the CPU's choice",
     )
+
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TRL SFTConfig fields for the supervised pass, such as report_to or "
+        "lr_scheduler_type",
+    )
+
+    @field_validator("trl")
+    @classmethod
+    def _known_sft_fields(cls, given: dict[str, Any]) -> dict[str, Any]:
+        if given:  # TRL is imported only when it is needed
+            from trl import SFTConfig
+
+            check_trl_fields(given, SFTConfig, SFT_SET_BY_TRUSTEE, "warm_start.trl")
+        return given
 
     @model_validator(mode="after")
     def _micro_batches_fill_a_batch(self) -> WarmStartConfig:
@@ -71,11 +138,35 @@ class EvalConfig(BaseModel):
     )
 
 
+class LoraConfig(BaseModel):
+    """Train low-rank adapters (PEFT LoRA) instead of the policy's weights; QLoRA loads the
+    frozen base in 4 bits. Each stage saves its merged weights as a plain checkpoint, and the
+    adapter beside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    r: int = Field(default=16, ge=1, description="adapter rank")
+    alpha: int = Field(default=32, ge=1, description="scaling: updates are multiplied by alpha/r")
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="module names to adapt, or every linear layer"
+    )
+    qlora: bool = Field(
+        default=False,
+        description="load the frozen base in 4 bits (NF4); needs CUDA and bitsandbytes",
+    )
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: str = Field(
         default="embedded", description="'embedded', a Hugging Face checkpoint dir or a hub id"
+    )
+    hub_offline: bool = Field(
+        default=False,
+        description="read a hub id from the local Hugging Face cache only (as HF_HUB_OFFLINE=1 does)",
     )
     chat_format: Literal["auto", "chatml-hermes", "qwen"] = "auto"
     simulator: str = "embedded"
@@ -115,6 +206,20 @@ class TrainConfig(BaseModel):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig(mode="rules", reward="graded"))
     taskgen: TaskGenConfig = Field(default_factory=TaskGenConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TRL GRPOConfig fields, such as loss_type, scale_rewards or report_to",
+    )
+
+    @field_validator("trl")
+    @classmethod
+    def _known_grpo_fields(cls, given: dict[str, Any]) -> dict[str, Any]:
+        if given:  # TRL is imported only when it is needed
+            from trl import GRPOConfig
+
+            check_trl_fields(given, GRPOConfig, GRPO_SET_BY_TRUSTEE, "trl")
+        return given
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
 from trustee_rl.environment import Environment
@@ -21,8 +23,8 @@ from trustee_rl.heldout import RATES, format_interval, score_first_replies, scor
 from trustee_rl.lm import open_lm
 from trustee_rl.lm.cache import CachedLM
 from trustee_rl.policy.chat import ChatTemplateMismatch
-from trustee_rl.policy.factory import open_transformers_policy
-from trustee_rl.policy.model import save_policy
+from trustee_rl.policy.factory import policy_label
+from trustee_rl.policy.model import load_policy, save_policy
 from trustee_rl.policy.transformers import TransformersPolicy
 from trustee_rl.runner import HELDOUT, TRAINING, EpisodeRunner, TaskSource
 from trustee_rl.schema import HeldoutScores, StageName, StageRecord, Task
@@ -30,6 +32,7 @@ from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.store import RunStore
 from trustee_rl.train.config import TrainConfig, TrainingRefused
 from trustee_rl.train.control import Reference, control_seed
+from trustee_rl.train.lora import base_quantization, check_qlora_support, save_merged, with_adapter
 from trustee_rl.train.steps import StepContext, StepRecorder
 from trustee_rl.train.warmstart import (
     collect_demonstrations,
@@ -51,6 +54,7 @@ RESUME_KEYS = (
     "taskgen",
     "warm_start",
     "eval",
+    "lora",
 )
 
 Reporter = Callable[[str], None]
@@ -68,6 +72,7 @@ class Training:
         self.run_dir = run_dir
         self.report = report
         self.control_of = control_of
+        check_qlora_support(config.lora)
         self.loop = asyncio.new_event_loop()
         catalog = load_catalog(Path(config.catalog) if config.catalog else None)
         self.train_catalog, self.heldout_catalog = catalog.split(
@@ -95,16 +100,8 @@ class Training:
             self._control(self.control_of)
             return
         config = self.config
+        policy = self._open_policy(config.policy)  # first: a bad policy fails before any work
         heldout = self._heldout_tasks()
-        policy = open_transformers_policy(
-            config.policy,
-            chat_format=config.chat_format,
-            max_new_tokens=config.max_turn_tokens,
-            temperature=config.temperature,
-            batch_size=config.tasks_per_step * config.group_size,
-            batch_sampling=True,
-        )
-        train_top_layers(policy.model, config.trainable_layers)
         stages = self.store.stages()
         if "base" not in stages:
             self._score("base", heldout, policy)
@@ -113,21 +110,15 @@ class Training:
             warm = stages.get("warm_start")
             if warm is None:
                 self._warm_start(policy, warm_dir)
-            elif not self._grpo_checkpoints():  # GRPO starts again from the warm-started weights
-                policy = open_transformers_policy(
-                    str(warm_dir),
-                    chat_format=config.chat_format,
-                    max_new_tokens=config.max_turn_tokens,
-                    temperature=config.temperature,
-                    batch_size=config.tasks_per_step * config.group_size,
-                    batch_sampling=True,
-                )
-                train_top_layers(policy.model, config.trainable_layers)
+            if warm is not None or config.lora.enabled:
+                # GRPO starts from the warm-started weights (a GRPO checkpoint, if any, is
+                # loaded onto them), an adapter afresh, relative to them.
+                policy = self._open_policy(str(warm_dir))
             if warm is None or warm.scores is None:
                 self._score("warm_start", heldout, policy)
         started = time.perf_counter()
         self._grpo(policy)
-        save_policy(policy.model, policy.tokenizer, self.run_dir / "final", policy.chat_format)
+        self._save(policy, self.run_dir / "final")
         self._score("grpo", heldout, policy, {"wall_s": round(time.perf_counter() - started, 1)})
 
     def _control(self, reference: Reference) -> None:
@@ -139,13 +130,9 @@ class Training:
             if name in reference.stages and name not in self.store.stages():
                 self.store.save_stage(reference.stages[name])
         trained = "control" in self.store.stages()  # a resumed control only has to be scored
-        policy = open_transformers_policy(
-            str(self.run_dir / "final" if trained else reference.warm_start_dir),
-            chat_format=config.chat_format,
-            max_new_tokens=config.max_turn_tokens,
-            temperature=config.temperature,
+        policy = self._open_policy(
+            str(self.run_dir / "final" if trained else reference.warm_start_dir)
         )
-        train_top_layers(policy.model, config.trainable_layers)
         if not trained:
             started = time.perf_counter()
             # Fresh demonstrations, more than the budget can use: the clock ends the pass.
@@ -180,10 +167,47 @@ class Training:
                 gradient_checkpointing=config.gradient_checkpointing,
                 budget_s=budget,
             )
-            save_policy(policy.model, policy.tokenizer, self.run_dir / "final", policy.chat_format)
+            self._save(policy, self.run_dir / "final")
             training = result | {"wall_s": round(time.perf_counter() - started, 1)}
             self.store.save_stage(StageRecord(name="control", training=training))
         self._score("control", self.store.heldout_tasks(), policy)
+
+    # -- the policy's weights ---------------------------------------------------------------
+    def _open_policy(self, source: str) -> TransformersPolicy:
+        """The policy to train, from `source`: with a fresh adapter, or with its top layers (or
+        all) trainable."""
+        config = self.config
+        # An adapter's base is frozen: it needs no float32 master copy.
+        half = config.bf16 and config.lora.enabled
+        model, tokenizer = load_policy(
+            source,
+            torch.bfloat16 if half else torch.float32,
+            offline=config.hub_offline,
+            quantization=base_quantization(config.lora),
+        )
+        if config.lora.enabled:
+            model = with_adapter(
+                model, config.lora, config.trainable_layers, config.gradient_checkpointing
+            )
+        else:
+            train_top_layers(model, config.trainable_layers)
+        return TransformersPolicy(
+            model,
+            tokenizer,
+            name=policy_label(source),
+            chat_format=config.chat_format,
+            max_new_tokens=config.max_turn_tokens,
+            temperature=config.temperature,
+            batch_size=config.tasks_per_step * config.group_size,
+            batch_sampling=True,
+        )
+
+    def _save(self, policy: TransformersPolicy, out_dir: Path) -> None:
+        """A plain checkpoint in `out_dir`; with LoRA, merged, and the adapter beside it."""
+        if self.config.lora.enabled:
+            policy.model = save_merged(policy.model, policy.tokenizer, out_dir, policy.chat_format)
+        else:
+            save_policy(policy.model, policy.tokenizer, out_dir, policy.chat_format)
 
     # -- held-out evaluation -----------------------------------------------------------------
     def _heldout_tasks(self) -> list[Task]:
@@ -270,7 +294,7 @@ class Training:
             bf16=self.config.bf16,
             gradient_checkpointing=self.config.gradient_checkpointing,
         )
-        save_policy(policy.model, policy.tokenizer, out_dir, policy.chat_format)
+        self._save(policy, out_dir)
         calls = harvest.sim_calls
         training = result | {
             "demos": float(len(demos)),
@@ -295,7 +319,7 @@ class Training:
 
     def _grpo(self, policy: TransformersPolicy) -> None:
         from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOConfig
 
         config = self.config
         per_step = config.tasks_per_step * config.group_size
@@ -321,46 +345,74 @@ class Training:
             TaskSource(self.environment, curriculum, config.seed, TRAINING),
             curriculum,
         )
-        arguments = GRPOConfig(
-            output_dir=str(self.run_dir / "checkpoints"),
-            learning_rate=config.learning_rate,
-            lr_scheduler_type="constant",
-            beta=config.kl_beta,
-            epsilon=config.clip_epsilon,
-            num_generations=config.group_size,
-            per_device_train_batch_size=config.micro_batch_size,
-            gradient_accumulation_steps=per_step // config.micro_batch_size,
-            max_steps=config.steps,
-            save_steps=config.checkpoint_every,
-            save_only_model=False,
-            logging_steps=1,
-            report_to=["tensorboard"],
-            seed=config.seed,
-            use_cpu=not has_cuda(),
-            bf16=config.bf16,
-            gradient_checkpointing=config.gradient_checkpointing,
-            max_completion_length=config.max_episode_tokens * 4,
-            temperature=config.temperature,
-            disable_tqdm=True,
-            use_vllm=config.use_vllm,
-        )
+        arguments = GRPOConfig(**grpo_arguments(config, self.run_dir / "checkpoints"))
         # TRL saves `processing_class` into every checkpoint: with the serving template each one
         # is as self-describing as final/ (the live format renders from its own template).
         with contextlib.suppress(ChatTemplateMismatch):
             policy.tokenizer.chat_template = policy.chat_format.serving_template()
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
         slots = [{"prompt": f"slot-{i}"} for i in range(config.steps * config.tasks_per_step)]
-        trainer = GRPOTrainer(
-            model=policy.model,
-            reward_funcs=[simulated_reward],
-            args=arguments,
-            train_dataset=Dataset.from_list(slots),
-            processing_class=policy.tokenizer,
-            rollout_func=recorder,
-            callbacks=[recorder.callback()],
-        )
+        # TensorBoard's callback reads its folder when the trainer is built.
+        with _tensorboard_dir(self.run_dir / "tensorboard"):
+            trainer = recorder.trainer_class()(
+                model=policy.model,
+                reward_funcs=[simulated_reward],
+                args=arguments,
+                train_dataset=Dataset.from_list(slots),
+                processing_class=policy.tokenizer,
+                rollout_func=recorder,
+            )
         policy.model = trainer.model
         trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(default: Path) -> Iterator[None]:
+    """TensorBoard writes where TENSORBOARD_LOGGING_DIR says: the user's choice if they made one,
+    else the run's own folder, for this training only (a second run in the same process must
+    not write into the first one's)."""
+    if "TENSORBOARD_LOGGING_DIR" in os.environ:
+        yield
+        return
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(default)
+    try:
+        yield
+    finally:
+        del os.environ["TENSORBOARD_LOGGING_DIR"]
+
+
+def grpo_arguments(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
+    """TRL's GRPOConfig arguments: trustee's defaults, then the `trl:` section, then the fields
+    trustee's own settings decide (the keys of `GRPO_SET_BY_TRUSTEE`, which `trl:` may not set)."""
+    per_step = config.tasks_per_step * config.group_size
+    defaults: dict[str, Any] = {
+        "lr_scheduler_type": "constant",
+        "report_to": ["tensorboard"],
+        "disable_tqdm": True,
+    }
+    decided = {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "beta": config.kl_beta,
+        "epsilon": config.clip_epsilon,
+        "num_generations": config.group_size,
+        "per_device_train_batch_size": config.micro_batch_size,
+        "gradient_accumulation_steps": per_step // config.micro_batch_size,
+        "max_steps": config.steps,
+        "save_steps": config.checkpoint_every,
+        "seed": config.seed,
+        "bf16": config.bf16,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "max_completion_length": config.max_episode_tokens * 4,
+        "temperature": config.temperature,
+        "use_vllm": config.use_vllm,
+        "use_cpu": not has_cuda(),
+        "logging_steps": 1,
+        "save_only_model": False,
+        "steps_per_generation": None,  # from generation_batch_size: one rollout per step
+        "generation_batch_size": per_step,
+        "num_iterations": 1,
+    }
+    return defaults | config.trl | decided
 
 
 def train_top_layers(model: Any, count: int | None) -> None:

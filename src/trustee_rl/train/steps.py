@@ -123,32 +123,35 @@ class StepRecorder:
             **self.runner.timings.as_dict(),
         }
 
-    def callback(self) -> Any:
-        """Stores each step's metrics with TRL's loss and KL once TRL has logged them."""
-        from transformers import TrainerCallback
+    def trainer_class(self) -> type[Any]:
+        """TRL's GRPOTrainer whose log carries each step's metrics: every tracker TRL reports to
+        (TensorBoard, W&B, trackio, ...) records them beside its own, and the run store gets
+        them with TRL's loss and KL."""
+        from trl import GRPOTrainer
 
         recorder = self
 
-        class _Callback(TrainerCallback):
-            def on_log(
-                self,
-                args: Any,
-                state: Any,
-                control: Any,
-                logs: dict[str, Any] | None = None,
-                **_: Any,
-            ) -> None:
-                if logs and "loss" in logs:
-                    recorder.log_step(int(state.global_step) - 1, logs)
+        class TrusteeGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+            def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+                step_end = "loss" in logs  # TRL's other log calls (evaluation, the summary)
+                if step_end:
+                    logs.update(recorder.step_metrics())
+                # TRL adds its metrics (KL, rewards) into `logs` before the trackers see them.
+                super().log(logs, start_time)
+                if step_end:
+                    recorder.log_step(int(self.state.global_step) - 1, logs)
 
-        return _Callback()
+        return TrusteeGRPOTrainer
+
+    def step_metrics(self) -> dict[str, float]:
+        """The step's rollout metrics, and its time so far (rollout and update)."""
+        return self.pending | {"step_time_s": time.perf_counter() - self.step_started}
 
     def log_step(self, step: int, logs: dict[str, Any]) -> None:
-        values = dict(self.pending)
-        values["step_time_s"] = time.perf_counter() - self.step_started
-        for key in ("loss", "kl", "grad_norm", "learning_rate"):
-            if isinstance(logs.get(key), (int, float)):
-                values[key] = float(logs[key])
+        names = [*self.pending, "step_time_s", "loss", "kl", "grad_norm", "learning_rate"]
+        values = {
+            name: float(logs[name]) for name in names if isinstance(logs.get(name), int | float)
+        }
         self.context.store.log_metrics(step, values)
         self.context.report(
             f"step {step + 1}/{self.context.config.steps}  reward {values['reward_mean']:+.3f}  "

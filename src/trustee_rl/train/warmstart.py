@@ -192,23 +192,27 @@ def supervised_pass(
             if budget_s is not None and time.perf_counter() - started >= budget_s:
                 control.should_training_stop = True
 
-    arguments = SFTConfig(
-        output_dir=str(out_dir),
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=config.batch_size // micro,
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=not has_cuda(),
-        bf16=bf16,
-        gradient_checkpointing=gradient_checkpointing,
-        seed=seed,
-        disable_tqdm=True,
-        max_length=None,
-    )
+    defaults: dict[str, Any] = {
+        "lr_scheduler_type": "constant",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "disable_tqdm": True,
+        "max_length": None,
+    }
+    # What trustee's settings decide: the keys of SFT_SET_BY_TRUSTEE, which `trl:` may not set.
+    decided = {
+        "output_dir": str(out_dir),
+        "num_train_epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": micro,
+        "gradient_accumulation_steps": config.batch_size // micro,
+        "use_cpu": not has_cuda(),
+        "bf16": bf16,
+        "gradient_checkpointing": gradient_checkpointing,
+        "seed": seed,
+    }
+    arguments = SFTConfig(**defaults | config.trl | decided)
     trainer = SFTTrainer(
         model=model,
         args=arguments,
