@@ -213,7 +213,7 @@ class RubricItem(Record):
 class Provenance(Record):
     simulator_model: str
     prompt_versions: dict[str, str] = Field(default_factory=dict)
-    source: Literal["catalog", "invented", "file"] = "catalog"
+    source: Literal["catalog", "invented", "file", "synthesized"] = "catalog"
 
 
 class Task(Record):
