@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 import trustee_rl
 from trustee_rl import store as store_module
+from trustee_rl.cli import app
 from trustee_rl.schema import (
     CriterionResult,
     Difficulty,
@@ -207,6 +209,74 @@ def test_a_readonly_store_never_writes_even_an_old_schema(run_dir: Path) -> None
     assert (run_dir / STORE_FILE).read_bytes() == before
     with RunStore.open(run_dir, readonly=True) as current_copy:  # still old on disk
         assert current_copy.stages() == {}
+
+
+def run_dir_files(run_dir: Path) -> dict[str, tuple[str, int]]:
+    """Every file in the run dir, with its hash and mtime."""
+    return {path.name: (sha256(path), path.stat().st_mtime_ns) for path in run_dir.iterdir()}
+
+
+def test_report_and_export_leave_the_run_dir_as_it_was(
+    store: RunStore, run_dir: Path, tmp_path: Path
+) -> None:
+    fill_for_export(store)
+    store.close()
+    before = run_dir_files(run_dir)
+    assert list(before) == [STORE_FILE]
+    cli = CliRunner()
+    reported = cli.invoke(app, ["report", str(run_dir)])
+    assert reported.exit_code == 0, reported.output
+    exported = cli.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.output
+    assert len(list((tmp_path / "out").iterdir())) == 7
+    after = run_dir_files(run_dir)
+    assert after.pop("report.html") and after == before  # not even a -wal or -shm file
+
+
+def test_a_reader_of_a_killed_writers_store_sees_its_commits_and_changes_nothing(
+    store: RunStore, run_dir: Path
+) -> None:
+    store.close()
+    src = Path(trustee_rl.__file__).parents[1]
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from trustee_rl.store import RunStore\n"
+        "from trustee_rl.schema import StageRecord\n"
+        "store = RunStore.open(Path(sys.argv[1]))\n"
+        "store.save_stage(StageRecord(name='base', wall_s=2.0))\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-c", script, str(run_dir)], check=True, env=env)
+    wal = run_dir / f"{STORE_FILE}-wal"
+    before = {path: sha256(path) for path in (run_dir / STORE_FILE, wal)}
+    with RunStore.open(run_dir, readonly=True) as reader:
+        assert reader.stages()["base"].wall_s == 2.0  # committed, still only in the WAL
+    assert {path: sha256(path) for path in before} == before
+    assert sorted(path.name for path in run_dir.iterdir()) == sorted(
+        [STORE_FILE, wal.name, f"{STORE_FILE}-shm"]
+    )
+
+
+def test_a_reader_sees_what_a_live_writer_committed(store: RunStore, run_dir: Path) -> None:
+    save_judged(store, 0)
+    with RunStore.open(run_dir, readonly=True) as reader:
+        save_judged(store, 1)  # the reader holds a snapshot, taken when it opened
+        assert [episode.index for episode in reader.episodes()] == [0]
+    with RunStore.open(run_dir, readonly=True) as reader:
+        assert [episode.index for episode in reader.episodes()] == [0, 1]
+
+
+def test_a_create_killed_midway_leaves_no_store_and_is_started_afresh(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True)
+    # What a kill after the schema but before the config leaves: under its temporary name.
+    with closing(sqlite3.connect(run_dir / f"{STORE_FILE}.partial")) as conn:
+        conn.execute("CREATE TABLE _migrations (number INTEGER PRIMARY KEY)")
+    store, resumed = RunStore.open_or_create(run_dir, CONFIG)
+    with store:
+        assert not resumed and store.config == CONFIG
+    assert sorted(path.name for path in run_dir.iterdir()) == [STORE_FILE]
 
 
 # -- resuming ------------------------------------------------------------------------------------

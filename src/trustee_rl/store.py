@@ -18,8 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from trustee_rl.migrations import SchemaTooNew, migrate, schema_version
+from trustee_rl.migrations import SchemaTooNew, migrate
 from trustee_rl.schema import Episode, StageRecord, Task, Verdict
+from trustee_rl.sqlite_snapshot import read_snapshot
 from trustee_rl.store_export import ExportFormat, write_export
 
 STORE_FILE = "run.sqlite"
@@ -88,21 +89,33 @@ class RunStore:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(f"run dir {run_dir}: cannot create it ({error})") from error
-        store = cls._connect(run_dir, path, "rwc")
-        with store._write() as conn:
+        # Built under another name and renamed into place: a kill midway leaves no store without
+        # its schema or config, which no resume could open.
+        partial = path.with_name(f"{STORE_FILE}.partial")
+        for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            leftover.unlink(missing_ok=True)
+        with cls._connect(run_dir, partial, "rwc") as store, store._write() as conn:
             conn.execute("INSERT INTO meta (key, value) VALUES ('config', ?)", (config_text,))
-        return store
+        partial.replace(path)
+        return cls._connect(run_dir, path, "rw")
 
     @classmethod
     def open(cls, run_dir: Path, *, readonly: bool = False) -> RunStore:
-        """Open an existing run. A read-only store never writes the file: one written by an
-        older trustee-rl is migrated in a private in-memory copy instead."""
+        """Open an existing run. A read-only store is an in-memory snapshot of the file, taken
+        without writing or creating any file (see sqlite_snapshot.py); one written by an older
+        trustee-rl is migrated in that copy."""
         path = _store_path(run_dir)
         if not path.is_file():
             raise StoreError(f"run dir {run_dir}: no {STORE_FILE} there")
-        _check_is_store(run_dir, path)
         if readonly:
             return cls._connect_readonly(run_dir, path)
+        # A read-only look first, so that a file that is not ours is never modified (a
+        # read-write open could rewrite it).
+        try:
+            with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as look:
+                _check_is_store(run_dir, look)
+        except sqlite3.Error as error:
+            raise _unreadable(run_dir, error) from error
         return cls._connect(run_dir, path, "rw")
 
     @classmethod
@@ -142,16 +155,16 @@ class RunStore:
     @classmethod
     def _connect_readonly(cls, run_dir: Path, path: Path) -> RunStore:
         try:
-            with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as source:
-                if schema_version(source) == len(MIGRATIONS):
-                    connection = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None)
-                    return cls(run_dir, connection, readonly=True)
-                copy = sqlite3.connect(":memory:", isolation_level=None)
-                source.backup(copy)
+            snapshot = read_snapshot(path)
         except sqlite3.Error as error:
-            raise StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})") from error
-        store = cls(run_dir, copy)
-        store._migrate()
+            raise _unreadable(run_dir, error) from error
+        store = cls(run_dir, snapshot)
+        try:
+            _check_is_store(run_dir, snapshot)
+            store._migrate()
+        except BaseException:
+            snapshot.close()
+            raise
         store.readonly = True
         return store
 
@@ -461,20 +474,24 @@ def _uri(path: Path, mode: Literal["ro", "rw", "rwc"]) -> str:
     return f"{path.resolve().as_uri()}?mode={mode}"
 
 
-def _check_is_store(run_dir: Path, path: Path) -> None:
-    """Raise unless `path` is a healthy run store. It looks through a read-only connection first
-    so that a file that is not ours is never modified (a read-write open could rewrite it)."""
+def _check_is_store(run_dir: Path, conn: sqlite3.Connection) -> None:
+    """Raise unless `conn` reads a healthy run store."""
     try:
-        with closing(sqlite3.connect(_uri(path, "ro"), uri=True)) as conn:
-            problem = _store_problem(conn)
+        problem = _store_problem(conn)
     except sqlite3.DatabaseError as error:
-        if error.sqlite_errorcode & 0xFF not in _NOT_A_STORE_CODES:
-            raise StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})") from error
-        problem = str(error)
+        raise _unreadable(run_dir, error) from error
     if problem is not None:
         raise StoreError(
             f"run dir {run_dir}: {STORE_FILE} is not a trustee-rl run store ({problem})"
         )
+
+
+def _unreadable(run_dir: Path, error: sqlite3.Error) -> StoreError:
+    if getattr(error, "sqlite_errorcode", 0) & 0xFF in _NOT_A_STORE_CODES:
+        return StoreError(
+            f"run dir {run_dir}: {STORE_FILE} is not a trustee-rl run store ({error})"
+        )
+    return StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})")
 
 
 def _store_problem(conn: sqlite3.Connection) -> str | None:

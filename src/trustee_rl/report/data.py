@@ -1,7 +1,8 @@
 """Everything the report shows, read from the run store in one go.
 
-The store is opened read-only, so a report never changes the run: not even a store written by an
-older trustee-rl, which the store migrates in a private in-memory copy.
+The store is opened read-only, as an in-memory snapshot: a report never changes the run dir (no
+file written, none created, not even SQLite's -wal and -shm), shows one consistent state of a run
+still training, and reads a store written by an older trustee-rl by migrating the copy.
 """
 
 from __future__ import annotations
