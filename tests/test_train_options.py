@@ -247,3 +247,49 @@ def test_trustee_metrics_reach_tensorboard_and_a_lora_run_ends_merged(tmp_path: 
     assert (run_dir / "final" / "config.json").is_file()
     assert not (run_dir / "final" / "adapter_config.json").exists()
     assert (adapter_dir(run_dir / "final") / "adapter_model.safetensors").is_file()
+
+
+def test_train_on_a_task_file_plays_its_tasks_in_turn(tmp_path: Path) -> None:
+    from trustee_rl.task_files import write_task_file
+
+    from .conftest import make_task
+
+    file_tasks = [make_task(id=f"file_task_{i}", strictness=1) for i in range(3)]
+    write_task_file(tmp_path / "tasks.jsonl", file_tasks)
+    run_dir = tmp_path / "run"
+    tiny = [
+        "steps=2",
+        "tasks_per_step=1",
+        "group_size=2",
+        "micro_batch_size=2",
+        "max_turn_tokens=8",
+        "max_episode_tokens=16",
+        "warm_start.enabled=false",
+        "eval.tasks=0",
+        "min_informative_groups=0",
+        "gradient_checkpointing=false",
+        "trainable_layers=1",
+    ]
+    with LoopbackOpenAIServer(AgentResponder(seed=0)) as server:
+        settings = [*tiny, f"simulator={server.base_url}"]
+        result = CliRunner().invoke(
+            app,
+            ["train", "--run-dir", str(run_dir), "--tasks", str(tmp_path / "tasks.jsonl")]
+            + [a for s in settings for a in ("--set", s)],
+        )
+    assert result.exit_code == 0, result.output
+    with RunStore.open(run_dir, readonly=True) as store:
+        played = [episode.task_id for episode in store.episodes()]
+    # Step 0 plays the file's first task, step 1 its second: a group per step, two members each.
+    assert sorted(played) == ["file_task_0", "file_task_0", "file_task_1", "file_task_1"]
+
+
+def test_train_refuses_a_task_file_that_holds_no_tasks(tmp_path: Path) -> None:
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text('{"id": "x"}\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["train", "--run-dir", str(tmp_path / "run"), "--tasks", str(bad)]
+    )
+    assert result.exit_code == 2
+    assert "line 1: not a task" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()

@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from trustee_rl.curriculum import Curriculum
 from trustee_rl.environment import Environment
@@ -55,6 +56,13 @@ class DrawnTask:
     calls: list[SimCall]
     seed: int
     failure: str | None = None
+
+
+class TaskDrawer(Protocol):
+    """Where episode `index`'s task comes from: the generator under the curriculum
+    (`TaskSource`) or a fixed task set (`task_files.FileTaskSource`)."""
+
+    async def draw(self, index: int, /) -> DrawnTask: ...
 
 
 class TaskSource:

@@ -32,6 +32,13 @@ def train(
         Path | None,
         typer.Option(help="file holding the simulator server's API key [default: $OPENAI_API_KEY]"),
     ] = None,
+    tasks: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL file of tasks (`trustee tasks synthesize` writes one) to train on in "
+            "turn instead of generated ones"
+        ),
+    ] = None,
     control_of: Annotated[
         Path | None,
         typer.Option(
@@ -47,6 +54,7 @@ def train(
 
     try:
         use_api_key_file(api_key_file)
+        overrides = [*(overrides or []), *([f"tasks={tasks.resolve()}"] if tasks else [])]
         reference = None
         if control_of is not None:
             from trustee_rl.settings import load_settings

@@ -172,6 +172,9 @@ class TrainConfig(BaseModel):
     simulator: str = "embedded"
     simulator_model: str | None = None
     catalog: str | None = None
+    # A JSONL file of tasks (`trustee tasks synthesize` or `import` writes one), trained on in turn
+    # instead of generated ones; the curriculum then only records.
+    tasks: str | None = None
     seed: int = 0
 
     steps: int = Field(default=20, ge=1)

@@ -26,10 +26,11 @@ from trustee_rl.policy.chat import ChatTemplateMismatch
 from trustee_rl.policy.factory import policy_label
 from trustee_rl.policy.model import load_policy, save_policy
 from trustee_rl.policy.transformers import TransformersPolicy
-from trustee_rl.runner import HELDOUT, TRAINING, EpisodeRunner, TaskSource
+from trustee_rl.runner import HELDOUT, TRAINING, EpisodeRunner, TaskDrawer, TaskSource
 from trustee_rl.schema import HeldoutScores, StageName, StageRecord, Task
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.store import RunStore
+from trustee_rl.task_files import FileTaskSource, load_task_file
 from trustee_rl.train.config import TrainConfig, TrainingRefused
 from trustee_rl.train.control import Reference, control_seed
 from trustee_rl.train.lora import base_quantization, check_qlora_support, save_merged, with_adapter
@@ -46,6 +47,7 @@ RESUME_KEYS = (
     "policy",
     "simulator",
     "catalog",
+    "tasks",
     "steps",
     "tasks_per_step",
     "group_size",
@@ -78,6 +80,8 @@ class Training:
         self.train_catalog, self.heldout_catalog = catalog.split(
             config.eval.holdout_fraction, config.seed
         )
+        # Read before anything is stored: a bad file is refused with nothing written.
+        self.task_file = load_task_file(Path(config.tasks)) if config.tasks else None
         self.simulator = CachedLM(open_lm(config.simulator, config.simulator_model))
         self.environment = Environment(
             self.simulator, self.train_catalog, config.judge, config.taskgen
@@ -208,6 +212,11 @@ class Training:
             policy.model = save_merged(policy.model, policy.tokenizer, out_dir, policy.chat_format)
         else:
             save_policy(policy.model, policy.tokenizer, out_dir, policy.chat_format)
+
+    def _training_tasks(self, curriculum: Curriculum) -> TaskDrawer:
+        if self.task_file is not None:
+            return FileTaskSource(self.task_file)
+        return TaskSource(self.environment, curriculum, self.config.seed, TRAINING)
 
     # -- held-out evaluation -----------------------------------------------------------------
     def _heldout_tasks(self) -> list[Task]:
@@ -342,7 +351,7 @@ class Training:
         recorder = StepRecorder(
             StepContext(config, self.store, self.loop, self.report),
             runner,
-            TaskSource(self.environment, curriculum, config.seed, TRAINING),
+            self._training_tasks(curriculum),
             curriculum,
         )
         arguments = GRPOConfig(**grpo_arguments(config, self.run_dir / "checkpoints"))

@@ -12,7 +12,7 @@ from typing import Any
 
 from trustee_rl.curriculum import Curriculum
 from trustee_rl.policy.ledger import TokenLedger
-from trustee_rl.runner import EpisodeRunner, TaskSource, Timings, advance_curriculum
+from trustee_rl.runner import EpisodeRunner, TaskDrawer, Timings, advance_curriculum
 from trustee_rl.sim.rules import IMITATION
 from trustee_rl.sim.structured import SimulatorError
 from trustee_rl.store import RunStore
@@ -35,7 +35,7 @@ class StepContext:
 
 class StepRecorder:
     def __init__(
-        self, context: StepContext, runner: EpisodeRunner, tasks: TaskSource, curriculum: Curriculum
+        self, context: StepContext, runner: EpisodeRunner, tasks: TaskDrawer, curriculum: Curriculum
     ) -> None:
         self.context = context
         self.runner = runner
@@ -68,7 +68,7 @@ class StepRecorder:
     async def _play(self, step: int, groups: int) -> list[Trajectory]:
         tasks = []
         for slot in range(groups):
-            drawn = await self.tasks.draw(step, slot)
+            drawn = await self.tasks.draw(step * self.context.config.tasks_per_step + slot)
             if drawn.task is None:
                 raise SimulatorError(f"step {step}, group {slot}: {drawn.failure}")
             tasks.append(drawn)
