@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from trustee_rl.environment import Environment
-from trustee_rl.episode import EpisodeEnv
+from trustee_rl.episode import EpisodeEnv, EpisodeLimits
 from trustee_rl.lm.openai_http import OpenAIHTTPLM
 from trustee_rl.schema import Message, SimCall, Task, ToolCall
 from trustee_rl.seeding import derive_seed
@@ -25,7 +25,10 @@ SEED = 11
 
 @asynccontextmanager
 async def episode_over(
-    task: Task, replies: list[Reply], judge: JudgeConfig | None = None
+    task: Task,
+    replies: list[Reply],
+    judge: JudgeConfig | None = None,
+    limits: EpisodeLimits | None = None,
 ) -> AsyncIterator[tuple[EpisodeEnv, LoopbackOpenAIServer]]:
     """A reset episode whose simulator answers with `replies`, in order, then fails."""
     with LoopbackOpenAIServer(ScriptedResponder(replies)) as server:
@@ -33,7 +36,9 @@ async def episode_over(
         lm = OpenAIHTTPLM(
             server.base_url, model="sim", structured_output="json_schema", max_retries=0
         )
-        environment = Environment(lm, load_catalog(None), judge or JudgeConfig(mode="rules"))
+        environment = Environment(
+            lm, load_catalog(None), judge or JudgeConfig(mode="rules"), limits=limits
+        )
         env = environment.episode(task, index=0, seed=SEED, policy_model="policy")
         env.reset()
         try:
@@ -165,3 +170,35 @@ async def test_an_lm_judge_records_its_call_with_the_episode() -> None:
         assert {c.name for c in verdict.criteria if c.source == "judge"} == set(judgement)
         checks = server.requests[-1]["messages"][1]["content"]
         assert f"- intent: The user's goal was achieved: {make_task().goal}" in checks
+
+
+async def test_calls_past_the_per_turn_limit_are_refused_without_the_simulator() -> None:
+    cities = [f"City{i}" for i in range(12)]
+    results = [json_reply({"temperature": i, "summary": "mild"}) for i in range(12)]
+    async with episode_over(make_task(), results) as (env, server):
+        reply = Message(
+            role="assistant",
+            tool_calls=[ToolCall(name="get_weather", arguments={"city": c}) for c in cities],
+        )
+        result = await env.step(reply)
+        allowed = EpisodeLimits().calls_per_turn
+        assert len(server.requests) == allowed == len(env.episode.sim_calls)
+        assert [m.tool_call_id for m in result.messages] == [f"call_1_{i}" for i in range(12)]
+        refused = result.messages[allowed:]
+        assert all("more than 8 calls in one turn" in (m.content or "") for m in refused)
+        assert not result.done
+
+
+async def test_the_simulator_call_limit_ends_the_episode_and_it_is_judged() -> None:
+    answers = [
+        json_reply({"reply": "Oslo, please.", "done": False}),
+        json_reply({"reply": "Celsius, please.", "done": False}),
+    ]
+    limits = EpisodeLimits(simulator_calls=2)
+    async with episode_over(make_task(), answers, limits=limits) as (env, server):
+        assert not (await env.step(says("Which city?"))).done
+        assert (await env.step(says("And which units?"))).done
+        assert (env.episode.status, env.episode.end_reason) == ("done", "simulator_call_limit")
+        assert len(server.requests) == 2
+        verdict = await env.finish()
+        assert verdict.scored

@@ -5,7 +5,7 @@ Front ends (simulate, train, eval) ask it for tasks and for episodes over those 
 
 from __future__ import annotations
 
-from trustee_rl.episode import EpisodeEnv
+from trustee_rl.episode import EpisodeEnv, EpisodeLimits
 from trustee_rl.lm import LM
 from trustee_rl.schema import Difficulty, SimCall, Task
 from trustee_rl.sim.catalog import Catalog
@@ -20,8 +20,10 @@ class Environment:
         catalog: Catalog,
         judge: JudgeConfig | None = None,
         taskgen: TaskGenConfig | None = None,
+        limits: EpisodeLimits | None = None,
     ) -> None:
         self.simulator = simulator
+        self.limits = limits or EpisodeLimits()
         self.catalog = catalog
         judge = judge or JudgeConfig()
         self.judge = Judge(simulator if judge.mode == "lm" else None, judge)
@@ -42,4 +44,5 @@ class Environment:
             index=index,
             seed=seed,
             policy_model=policy_model,
+            limits=self.limits,
         )

@@ -17,6 +17,18 @@ from trustee_rl.sim.tools import ToolSimulator
 from trustee_rl.sim.user import UserSimulator
 
 
+@dataclass(frozen=True)
+class EpisodeLimits:
+    """What one episode may cost the simulator, whatever the policy writes: a runaway policy
+    (dozens of calls a turn, a loop of calls) cannot stall a batch. The policy's turns and tokens
+    are capped by the task's difficulty and the runner's token budget."""
+
+    # Calls in one turn that are run; the rest get an error result without a simulator call.
+    calls_per_turn: int = 8
+    # Simulator calls (tools and user) after which the episode ends and is judged as it stands.
+    simulator_calls: int = 64
+
+
 @dataclass
 class StepResult:
     """What the environment appended after the policy's reply, and whether the episode is over."""
@@ -41,9 +53,11 @@ class EpisodeEnv:
         index: int,
         seed: int,
         policy_model: str,
+        limits: EpisodeLimits | None = None,
     ) -> None:
         self.task = task
         self.judge = judge
+        self.limits = limits or EpisodeLimits()
         self.seed = seed
         self.episode = Episode(
             id=f"ep_{seed:08x}_{index}",
@@ -94,11 +108,19 @@ class EpisodeEnv:
         self.episode.messages += added
         if not self.done and self.policy_turns >= self.task.difficulty.max_policy_turns:
             self._end("done", "max_turns")
+        if not self.done and len(self.episode.sim_calls) >= self.limits.simulator_calls:
+            self._end("done", "simulator_call_limit")
         return StepResult(messages=added, done=self.done)
 
     async def _run_tools(self, reply: Message) -> list[Message]:
         # In call order, so each result sees the ones before it (consistency) deterministically.
-        return [await self.tools.execute(call) for call in reply.tool_calls]
+        allowed = self.limits.calls_per_turn
+        results = [await self.tools.execute(call) for call in reply.tool_calls[:allowed]]
+        refused = f"error: not run, more than {allowed} calls in one turn"
+        return results + [
+            Message(role="tool", tool_call_id=call.id, name=call.name, content=refused)
+            for call in reply.tool_calls[allowed:]
+        ]
 
     async def _user_turn(self) -> list[Message]:
         self.user_turns += 1
