@@ -293,3 +293,13 @@ def test_train_refuses_a_task_file_that_holds_no_tasks(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "line 1: not a task" in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_training_under_several_processes_is_refused_before_anything_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "multi-process training" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()

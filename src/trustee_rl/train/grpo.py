@@ -70,6 +70,12 @@ class Training:
         report: Reporter = print,
         control_of: Reference | None = None,
     ) -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Every rank would play the same episodes into one store: refused, not half-supported.
+            raise TrainingRefused(
+                "multi-process training (accelerate launch, torchrun) is not supported yet: run "
+                "one process; on several GPUs its layers spread over the visible ones"
+            )
         self.config = config
         self.run_dir = run_dir
         self.report = report
