@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from trustee_rl.cli import app
 from trustee_rl.evaluate.results import ItemKey, ResultCache, update_summary
-from trustee_rl.evaluate.simbench import first_turn, load_tasks, tasks_label
+from trustee_rl.evaluate.simbench import first_turn, tasks_label
 from trustee_rl.schema import Episode, Message, ToolCall
 from trustee_rl.seeding import derive_seed
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.store import RunStore
+from trustee_rl.task_files import load_task_file
 from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer, Reply
 
 from .conftest import make_task
@@ -41,7 +42,7 @@ def test_sim_benchmark_freezes_held_out_tasks_and_scores_whole_episodes(
     tasks = tmp_path / "tasks.jsonl"
     first = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "a", "--n", "4")
     assert first.exit_code == 0, first.output
-    frozen = load_tasks(tasks)
+    frozen = load_task_file(tasks)
     assert len(frozen) == 4
     _, held_out = load_catalog().split(0.2, 0)
     held_out_tools = {tool.name for domain in held_out.domains for tool in domain.tools}
@@ -64,7 +65,7 @@ def test_sim_benchmark_freezes_held_out_tasks_and_scores_whole_episodes(
     # Another model on the same file sees the same tasks.
     other = eval_sim(server.base_url, server.base_url, tasks, tmp_path / "b", "--seed", "5")
     assert other.exit_code == 0, other.output
-    assert load_tasks(tasks) == frozen
+    assert load_task_file(tasks) == frozen
 
     # Compare pairs the two on the same frozen tasks, from the episodes each dir cached.
     args = ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot",
@@ -144,14 +145,14 @@ def test_sim_benchmark_plays_the_held_out_tasks_a_training_run_froze(
     assert written.exit_code == 0, written.output
     run = tmp_path / "run"
     with RunStore.create(run, {"seed": 0}) as store:
-        store.freeze_heldout_tasks(load_tasks(tasks))
+        store.freeze_heldout_tasks(load_task_file(tasks))
 
     args = ["eval", "sim", "--model", server.base_url, "--run-dir", str(run),
             "--simulator", server.base_url, "--out", str(tmp_path / "run-eval"), "--json"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert figures["tasks"] == tasks_label(load_tasks(tasks))
+    assert figures["tasks"] == tasks_label(load_task_file(tasks))
     assert figures["scores"] == json.loads(written.stdout)["scores"]  # the same tasks and seed
 
     both = runner.invoke(app, [*args, "--tasks", str(tasks)])
@@ -180,7 +181,7 @@ def test_eval_settings_come_from_a_file_flags_and_set_in_that_order(
     assert not (tmp_path / "from-file").exists()  # the flag beat the file
     episodes = ResultCache(tmp_path / "from-flag")
     try:
-        frozen = load_tasks(tasks)
+        frozen = load_task_file(tasks)
         key = ItemKey(tasks_label(frozen), frozen[0].id)
         hit = episodes.get(f"default@{server.base_url}", "sim", key)
     finally:

@@ -295,16 +295,17 @@ def _run_heldout_tasks(run_dir: Path) -> list[Task]:
 
 async def _file_tasks(settings: SimSettings, environment: Environment) -> list[Task]:
     """The frozen tasks of --tasks, written there first (--n of them) when the file is new."""
-    from trustee_rl.evaluate.simbench import freeze_tasks, load_tasks, save_tasks
+    from trustee_rl.evaluate.simbench import freeze_tasks
+    from trustee_rl.task_files import load_task_file, write_task_file
 
     path, count = settings.tasks, settings.n
     assert path is not None
     if path.exists():
-        return load_tasks(path)
+        return load_task_file(path)
     assert count is not None
     typer.echo(f"writing {count} held-out tasks to {path}", err=True)
     tasks = await freeze_tasks(environment, count, settings.seed, settings.level)
-    save_tasks(path, tasks)
+    write_task_file(path, tasks)
     return tasks
 
 

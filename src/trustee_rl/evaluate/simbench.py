@@ -34,21 +34,6 @@ async def freeze_tasks(environment: Environment, count: int, seed: int, level: f
     return await TaskSource(environment, curriculum, seed, HELDOUT).draw_many(count)
 
 
-def save_tasks(path: Path, tasks: list[Task]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(task.model_dump_json() + "\n" for task in tasks), encoding="utf-8")
-    temporary.replace(path)
-
-
-def load_tasks(path: Path) -> list[Task]:
-    return [
-        Task.model_validate_json(line)
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line
-    ]
-
-
 def tasks_label(tasks: list[Task]) -> str:
     """Names a frozen task set by its content, so results on different sets never mix."""
     digest = hashlib.sha256("".join(task.model_dump_json() for task in tasks).encode())
