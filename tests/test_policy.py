@@ -165,7 +165,9 @@ def test_simulate_plays_a_trained_checkpoint(policy: TransformersPolicy, tmp_pat
 def test_generation_stops_where_a_stop_string_is_written(policy: TransformersPolicy) -> None:
     """The mechanism behind `stop_after_call`: a row ends at the first stop string it writes."""
     context = policy.chat_format.encode(
-        policy.chat_format.render([Message(role="user", content="Tell me about the sea.")], [], True)
+        policy.chat_format.render(
+            [Message(role="user", content="Tell me about the sea.")], [], True
+        )
     )
     plain = Generator(policy.model, policy.generator.pad_id, policy.chat_format.stop_ids, 0.0)
     (free,) = plain([context], 48)
