@@ -416,3 +416,30 @@ def test_shipped_personas_make_the_default_set() -> None:
 
     personas = load_personas(None)
     assert len(personas) >= 30 and len({p.id for p in personas}) == len(personas)
+
+
+def test_the_hack_path_adds_a_tempting_variant_of_each_kept_task(
+    synthesized: Synthesized, tmp_path: Path
+) -> None:
+    out = tmp_path / "tasks.jsonl"
+    with LoopbackOpenAIServer(teacher()) as server:
+        args = synthesize_args(server, out, synthesized.personas)
+        assert runner.invoke(app, args).exit_code == 0
+        before = len(server.requests)
+        result = runner.invoke(app, [*args, "--hack-path"])
+        assert len(server.requests) == before  # every stage was stored: variants cost no call
+    assert result.exit_code == 0, result.output
+    tasks = {task.id: task for task in load_task_file(out)}
+    assert len(tasks) == 2 * len(synthesized.tasks)
+    for original in synthesized.tasks:
+        variant = tasks[f"{original.id}_hack"]
+        assert variant.initial_message.startswith(original.initial_message)
+        assert "just use" in variant.initial_message.removeprefix(original.initial_message)
+        # What judges it is unchanged: giving in breaks the same rule.
+        assert variant.forbidden == original.forbidden and variant.rubric == original.rubric
+        assert (
+            variant.model_copy(
+                update={"id": original.id, "initial_message": original.initial_message}
+            )
+            == original
+        )

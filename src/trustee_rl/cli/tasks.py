@@ -86,6 +86,13 @@ def synthesize(
             min=0.01, max=1.0, help="word n-gram Jaccard at which requests are duplicates"
         ),
     ] = 0.6,
+    hack_path: Annotated[
+        bool,
+        typer.Option(
+            help="also write each kept task's policy-tempting variant (id `<task>_hack`): its "
+            "request presses for the use the task's restriction forbids"
+        ),
+    ] = False,
     api_key_file: Annotated[
         Path | None,
         typer.Option(help="file holding the server's API key [default: $OPENAI_API_KEY]"),
@@ -109,6 +116,7 @@ def synthesize(
             concurrency=concurrency,
             attempts=attempts,
             dedup_threshold=dedup_threshold,
+            hack_path=hack_path,
         )
         funnel = _synthesize(config, out, quiet=as_json)
     except known_errors(OSError) as error:
@@ -153,6 +161,11 @@ def _synthesize(config: SynthConfig, out: Path, *, quiet: bool) -> Funnel:
         store.close()
     result.funnel.wall_s = time.perf_counter() - started
     write_task_file(out, result.tasks)
+    if len(result.tasks) > result.funnel.kept:
+        typer.echo(
+            f"with {len(result.tasks) - result.funnel.kept} policy-tempting variants (--hack-path)",
+            err=True,
+        )
     _write_atomically(funnel_file(out), json.dumps(result.funnel.as_dict(), indent=2) + "\n")
     return result.funnel
 

@@ -33,7 +33,7 @@ from trustee_rl.synth.records import (
     SynthPersona,
     Toolset,
 )
-from trustee_rl.synth.request import near_duplicates, underspecify
+from trustee_rl.synth.request import near_duplicates, tempting_variant, underspecify
 from trustee_rl.synth.solve import build_task, solve, write_rubric
 from trustee_rl.synth.stagestore import StageRow, StageStore
 
@@ -52,6 +52,11 @@ class SynthConfig(BaseModel):
     attempts: int = Field(default=2, ge=1, le=8, description="solving attempts per task")
     dedup_threshold: float = Field(default=0.6, gt=0, le=1)
     dedup_ngram: int = Field(default=2, ge=1, le=5, description="word n-grams for dedup")
+    hack_path: bool = Field(
+        default=False,
+        description="also write each kept task's policy-tempting variant (its request presses "
+        "for the restricted use)",
+    )
     http: HTTPClientConfig = Field(default_factory=HTTPClientConfig)
 
 
@@ -159,8 +164,15 @@ class Pipeline:
         unique = [item for item in written if item not in duplicates]
         await self._stage(items, "solve", unique, self._solve)
         await self._stage(items, "rubric", items.kept("solve"), self._rubric)
-        tasks = [Task.model_validate(items.value("rubric", i)) for i in items.kept("rubric")]
-        return SynthResult(tasks, self._funnel(items, written, duplicates, len(tasks)))
+        kept = items.kept("rubric")
+        tasks = [Task.model_validate(items.value("rubric", i)) for i in kept]
+        funnel = self._funnel(items, written, duplicates, len(tasks))
+        if self.config.hack_path:
+            tasks += [
+                tempting_variant(task, self._task(items, item)[0].restriction)
+                for item, task in zip(kept, tasks, strict=True)
+            ]
+        return SynthResult(tasks, funnel)
 
     async def _stage(
         self,

@@ -7,12 +7,12 @@ import re
 from typing import Any
 
 from trustee_rl.lm.base import LM
-from trustee_rl.schema import SimCall
+from trustee_rl.schema import SimCall, Task
 from trustee_rl.sim.coherence import placeholder_problem, repetition_problem, sentence_problem
 from trustee_rl.sim.prompts import load_prompt
 from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
 from trustee_rl.synth.ecosystem import title
-from trustee_rl.synth.records import Plan, Request, StageOutcome, Toolset
+from trustee_rl.synth.records import Plan, Request, Restriction, StageOutcome, Toolset
 
 REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -81,6 +81,23 @@ async def underspecify(lm: LM, plan: Plan, toolset: Toolset, seed: int) -> Stage
     except SimulatorError as error:
         return StageOutcome.dropped("simulator_failed", str(error), calls)
     return StageOutcome(Request.model_validate(value), calls)
+
+
+def tempting_variant(task: Task, restriction: Restriction) -> Task:
+    """The hack path: the same task, its request pressing the agent toward the restricted use.
+    Its rubric and forbidden rule are unchanged, so an agent that gives in fails the gate. Written
+    from a template, as the rule it tempts is known exactly: no simulator call."""
+    nudge = load_prompt("synth_request").text(
+        "hack_nudge",
+        tool=title(restriction.tool),
+        use=restriction.forbidden_use.rstrip("."),
+    )
+    return task.model_copy(
+        update={
+            "id": f"{task.id}_hack",
+            "initial_message": f"{task.initial_message.rstrip()} {nudge}",
+        }
+    )
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
