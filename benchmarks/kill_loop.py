@@ -24,25 +24,11 @@ from pathlib import Path
 from trustee_rl.store import STORE_FILE
 from trustee_rl.testing.kill_loop import CommandLine, KillReport, kill_loop
 from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer
+from trustee_rl.testing.tiny_train import TINY_TRAIN
 
 TRUSTEE = [sys.executable, "-m", "trustee_rl.cli"]
 
-# The smallest training run that still checkpoints every step (as tests/test_train.py trains).
-TINY_TRAIN = [
-    "steps=2",
-    "tasks_per_step=1",
-    "group_size=2",
-    "micro_batch_size=2",
-    "max_turn_tokens=12",
-    "max_episode_tokens=24",
-    "warm_start.enabled=false",
-    "eval.tasks=2",
-    "checkpoint_every=1",
-    "min_informative_groups=0",
-    "gradient_checkpointing=false",
-    "taskgen.request_writer=simulator",
-    "judge.mode=rules",
-]
+KILLED_TRAIN = [*TINY_TRAIN, "steps=2", "judge.mode=rules"]
 
 
 def simulate(url: str, simulator: str, episodes: int) -> CommandLine:
@@ -70,7 +56,7 @@ def simulate(url: str, simulator: str, episodes: int) -> CommandLine:
 
 def train(url: str) -> CommandLine:
     def command(run_dir: Path) -> list[str]:
-        settings = [f"simulator={url}", *TINY_TRAIN]
+        settings = [f"simulator={url}", *KILLED_TRAIN]
         resume = ["--resume"] if (run_dir / STORE_FILE).exists() else []
         return [
             *TRUSTEE,

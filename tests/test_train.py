@@ -17,27 +17,14 @@ from typer.testing import CliRunner
 from trustee_rl.cli import app
 from trustee_rl.store import RunStore
 from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer
+from trustee_rl.testing.tiny_train import TINY_TRAIN
 
 pytestmark = pytest.mark.train
-
-TINY = [
-    "tasks_per_step=1",
-    "group_size=2",
-    "micro_batch_size=2",
-    "max_turn_tokens=12",
-    "max_episode_tokens=24",
-    "warm_start.enabled=false",
-    "eval.tasks=2",
-    "checkpoint_every=1",
-    "min_informative_groups=0",
-    "gradient_checkpointing=false",
-    "taskgen.request_writer=simulator",  # the simulator writes requests, as a capable one would
-]
 
 
 def settings(server: LoopbackOpenAIServer, steps: int) -> list[str]:
     args = []
-    for item in [*TINY, f"steps={steps}", f"simulator={server.base_url}"]:
+    for item in [*TINY_TRAIN, f"steps={steps}", f"simulator={server.base_url}"]:
         args += ["--set", item]
     return args
 

@@ -15,6 +15,7 @@ from trustee_rl.cli import app
 from trustee_rl.policy.model import embedded_checkpoint, load_policy
 from trustee_rl.store import RunStore
 from trustee_rl.testing.openai_server import AgentResponder, LoopbackOpenAIServer
+from trustee_rl.testing.tiny_train import TINY_TRAIN, set_options
 from trustee_rl.train.config import LoraConfig, TrainingRefused
 from trustee_rl.train.grpo import simulated_reward
 from trustee_rl.train.lora import adapter_dir, check_qlora_support, save_merged, with_adapter
@@ -200,17 +201,10 @@ def test_trustee_metrics_reach_tensorboard_and_a_lora_run_ends_merged(tmp_path: 
 
     run_dir = tmp_path / "run"
     tiny = [
+        *TINY_TRAIN,
         "steps=1",
-        "tasks_per_step=1",
-        "group_size=2",
-        "micro_batch_size=2",
-        "max_turn_tokens=8",
-        "max_episode_tokens=16",
-        "warm_start.enabled=false",
         "eval.tasks=1",
         "eval.reply_tokens=8",
-        "min_informative_groups=0",
-        "gradient_checkpointing=false",
         "trainable_layers=1",
         "lora.enabled=true",
         "lora.r=2",
@@ -219,8 +213,7 @@ def test_trustee_metrics_reach_tensorboard_and_a_lora_run_ends_merged(tmp_path: 
     with LoopbackOpenAIServer(AgentResponder(seed=0)) as server:
         settings = [*tiny, f"simulator={server.base_url}"]
         result = CliRunner().invoke(
-            app,
-            ["train", "--run-dir", str(run_dir), *(a for s in settings for a in ("--set", s))],
+            app, ["train", "--run-dir", str(run_dir), *set_options(settings)]
         )
     assert result.exit_code == 0, result.output
     [events] = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
@@ -257,25 +250,19 @@ def test_train_on_a_task_file_plays_its_tasks_in_turn(tmp_path: Path) -> None:
     file_tasks = [make_task(id=f"file_task_{i}", strictness=1) for i in range(3)]
     write_task_file(tmp_path / "tasks.jsonl", file_tasks)
     run_dir = tmp_path / "run"
-    tiny = [
-        "steps=2",
-        "tasks_per_step=1",
-        "group_size=2",
-        "micro_batch_size=2",
-        "max_turn_tokens=8",
-        "max_episode_tokens=16",
-        "warm_start.enabled=false",
-        "eval.tasks=0",
-        "min_informative_groups=0",
-        "gradient_checkpointing=false",
-        "trainable_layers=1",
-    ]
+    tiny = [*TINY_TRAIN, "steps=2", "eval.tasks=0", "trainable_layers=1"]
     with LoopbackOpenAIServer(AgentResponder(seed=0)) as server:
         settings = [*tiny, f"simulator={server.base_url}"]
         result = CliRunner().invoke(
             app,
-            ["train", "--run-dir", str(run_dir), "--tasks", str(tmp_path / "tasks.jsonl")]
-            + [a for s in settings for a in ("--set", s)],
+            [
+                "train",
+                "--run-dir",
+                str(run_dir),
+                "--tasks",
+                str(tmp_path / "tasks.jsonl"),
+                *set_options(settings),
+            ],
         )
     assert result.exit_code == 0, result.output
     with RunStore.open(run_dir, readonly=True) as store:
