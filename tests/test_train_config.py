@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trustee_rl.cli import app
+from trustee_rl.policy.model import native_bf16
 from trustee_rl.train.config import load_train_config
 
 
@@ -14,9 +15,10 @@ def test_presets_load_and_paper_matches_the_reported_setup() -> None:
     assert (cpu.policy, cpu.simulator, cpu.bf16, cpu.warm_start.enabled) == (
         "embedded",
         "embedded",
-        False,
+        native_bf16(),  # "auto": on where this machine computes bf16 natively
         True,
     )
+    assert load_train_config("cpu", overrides=["bf16=false"]).bf16 is False
     paper = load_train_config("paper")
     assert paper.learning_rate == 1e-6 and paper.steps == 200
     assert (paper.tasks_per_step, paper.group_size, paper.kl_beta, paper.clip_epsilon) == (

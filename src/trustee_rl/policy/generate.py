@@ -23,7 +23,9 @@ CACHED_OPENINGS = 4
 @dataclass
 class Generator:
     """Batched sampling from a causal LM on token ids; each row stops at an end-of-turn token,
-    or at the first of `stop_strings` it writes (for which generation needs the tokenizer)."""
+    or at the first of `stop_strings` it writes (for which generation needs the tokenizer).
+    `bf16`: compute under bf16 autocast, as a trainer with mixed precision does (the weights stay
+    as they are)."""
 
     model: Any
     pad_id: int
@@ -31,6 +33,7 @@ class Generator:
     temperature: float
     tokenizer: Any = None
     stop_strings: tuple[str, ...] = ()
+    bf16: bool = False
 
     @torch.no_grad()
     def __call__(
@@ -63,26 +66,27 @@ class Generator:
         was_training = self.model.training
         self.model.eval()
         try:
-            output = self.model.generate(
-                input_ids=input_ids.to(self.model.device),  # the first GPU of a spread model
-                attention_mask=attention.to(self.model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=self.temperature > 0,
-                temperature=self.temperature if self.temperature > 0 else None,
-                # Plain sampling from the full distribution, stated: the model's generation
-                # config would otherwise add top_k=50, and GRPO's log-probs assume none.
-                top_k=0 if self.temperature > 0 else None,
-                top_p=1.0 if self.temperature > 0 else None,
-                eos_token_id=self.stop_ids,
-                pad_token_id=self.pad_id,
-                use_cache=True,
-                past_key_values=prefix_cache,
-                **(
-                    {"stop_strings": list(self.stop_strings), "tokenizer": self.tokenizer}
-                    if self.stop_strings
-                    else {}
-                ),
-            )
+            with autocast(self.model, self.bf16):
+                output = self.model.generate(
+                    input_ids=input_ids.to(self.model.device),  # the first GPU of a spread model
+                    attention_mask=attention.to(self.model.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=self.temperature > 0,
+                    temperature=self.temperature if self.temperature > 0 else None,
+                    # Plain sampling from the full distribution, stated: the model's generation
+                    # config would otherwise add top_k=50, and GRPO's log-probs assume none.
+                    top_k=0 if self.temperature > 0 else None,
+                    top_p=1.0 if self.temperature > 0 else None,
+                    eos_token_id=self.stop_ids,
+                    pad_token_id=self.pad_id,
+                    use_cache=True,
+                    past_key_values=prefix_cache,
+                    **(
+                        {"stop_strings": list(self.stop_strings), "tokenizer": self.tokenizer}
+                        if self.stop_strings
+                        else {}
+                    ),
+                )
         finally:
             self.model.train(was_training)
         return [self._trim(row[width:].tolist()) for row in output]
@@ -92,6 +96,11 @@ class Generator:
             if token in self.stop_ids:
                 return ids[: position + 1]
         return ids
+
+
+def autocast(model: Any, bf16: bool) -> Any:
+    """bf16 autocast on the model's device when `bf16`, else nothing."""
+    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 class OpeningCache:
@@ -104,8 +113,16 @@ class OpeningCache:
     generation compute-bound, so batching such conversations gains nothing.
     """
 
-    def __init__(self, model: Any, end_of_turn_id: int, capacity: int = CACHED_OPENINGS) -> None:
+    def __init__(
+        self,
+        model: Any,
+        end_of_turn_id: int,
+        capacity: int = CACHED_OPENINGS,
+        *,
+        bf16: bool = False,
+    ) -> None:
         self.model = model
+        self.bf16 = bf16
         self.end_of_turn_id = end_of_turn_id
         self.capacity = capacity
         self._caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
@@ -140,7 +157,7 @@ class OpeningCache:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.model, self.bf16):
             self.model(
                 input_ids=torch.tensor([opening], device=self.model.device),
                 past_key_values=cache,

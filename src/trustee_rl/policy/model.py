@@ -36,6 +36,21 @@ _STAMP = "trustee-source.json"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: a CUDA GPU that supports it, or an x86 CPU with
+    AMX or AVX-512 bf16 instructions. There, bf16 autocast over float32 weights runs a 135M model's
+    forward and backward about 2.7 times as fast as float32 (2 cores, measured); elsewhere it
+    emulates bf16 and is many times slower."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:  # not Linux: no way to tell here, so the safe choice
+        return False
+    flags = set(re.findall(r"\b(amx_bf16|avx512_bf16)\b", cpuinfo))
+    return bool(flags)
+
+
 def embedded_checkpoint() -> Path:
     """The dequantized embedded model as an HF checkpoint dir, made on first use."""
     gguf = default_model_path()  # the same file the embedded simulator reads

@@ -49,10 +49,13 @@ class TransformersPolicy:
         batch_size: int = DEFAULT_BATCH,
         batch_sampling: bool = False,
         stop_after_call: bool = False,
+        bf16: bool = False,
     ) -> None:
         """`stop_after_call`: end each turn where its first tool call closes (the turn is closed as
         if the model had ended it there), for scoring that reads only the first call; never for
-        training, whose ledger must hold exactly what was sampled."""
+        training, whose ledger must hold exactly what was sampled. `bf16`: generate under bf16
+        autocast (policy/model.py `native_bf16` says where that is fast)."""
+        self.bf16 = bf16
         self.tokenizer = tokenizer
         self.batch_sampling = batch_sampling
         self.chat_format = (
@@ -67,12 +70,13 @@ class TransformersPolicy:
             temperature=temperature,
             tokenizer=tokenizer,
             stop_strings=(CALL_CLOSE,) if stop_after_call else (),
+            bf16=bf16,
         )
         self.name = name
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.window = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
-        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id)
+        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id, bf16=bf16)
         self._pending: list[tuple[Conversation, asyncio.Future[Message]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -84,7 +88,7 @@ class TransformersPolicy:
     def model(self, model: Any) -> None:
         """A trainer may wrap the model it was given; generation must follow the wrapped one."""
         self.generator.model = model
-        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id)
+        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id, bf16=self.bf16)
 
     def new_ledger(self) -> TokenLedger:
         """An empty token ledger for one episode; pass it in every `Conversation` of the episode."""

@@ -194,7 +194,13 @@ class TrainConfig(BaseModel):
     )
     gradient_checkpointing: bool = True
     micro_batch_size: int = Field(default=4, ge=1, description="episodes per forward/backward")
-    bf16: bool = False
+    bf16: bool = Field(
+        default="auto",
+        validate_default=True,
+        description="bf16 autocast over float32 weights; auto: where the machine computes bf16 "
+        "natively (a GPU that supports it, a CPU with AMX or AVX-512 bf16), about 2.7 times as "
+        "fast there and many times slower elsewhere",
+    )
     use_vllm: bool = False
     min_informative_groups: float = Field(
         default=0.1,
@@ -214,6 +220,16 @@ class TrainConfig(BaseModel):
         default_factory=dict,
         description="TRL GRPOConfig fields, such as loss_type, scale_rewards or report_to",
     )
+
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _resolve_bf16(cls, given: Any) -> Any:
+        """ "auto" is resolved once, when settings load: the run records what it used."""
+        if given != "auto":
+            return given
+        from trustee_rl.policy.model import native_bf16
+
+        return native_bf16()
 
     @field_validator("trl")
     @classmethod

@@ -210,6 +210,7 @@ class Training:
             temperature=config.temperature,
             batch_size=config.tasks_per_step * config.group_size,
             batch_sampling=True,
+            bf16=config.bf16,
         )
 
     def _save(self, policy: TransformersPolicy, out_dir: Path) -> None:
@@ -259,6 +260,7 @@ class Training:
             max_new_tokens=self.config.eval.reply_tokens,
             temperature=0.0,
             stop_after_call=True,  # only the first call is scored: what follows costs time
+            bf16=self.config.bf16,
         )
         scores = self.loop.run_until_complete(
             score_first_replies(
