@@ -15,28 +15,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tests.conftest import make_task
 from trustee_rl.cli import app
+from trustee_rl.evaluate.results import ItemKey, ResultCache
+from trustee_rl.evaluate.simbench import tasks_label
 from trustee_rl.lm.openai_http import OpenAIHTTPLM
-from trustee_rl.schema import CriterionResult, Episode, Message, SimCall, Task
+from trustee_rl.schema import CriterionResult, Episode, Message, SimCall, Task, Verdict
 from trustee_rl.sim.judge import Judge, JudgeConfig
 from trustee_rl.sim.structured import SimulatorContext
 from trustee_rl.store import RunStore
 from trustee_rl.synth.export import FORMATS, ExportFormat, read_exported
 from trustee_rl.synth.pipeline import funnel_file, stage_file
+from trustee_rl.synth.records import Plan, Restriction, ToolSpec, WorkflowStep
 from trustee_rl.synth.request import near_duplicates
 from trustee_rl.synth.reward import SynthRewardConfig, rubric_items, synth_verdict
+from trustee_rl.synth.toolcheck import binary_fields, check_tools, described_in_text, sure_drops
 from trustee_rl.task_files import load_task_file
 from trustee_rl.testing.openai_server import LoopbackOpenAIServer, Reply, ScriptedResponder
-from trustee_rl.testing.teacher import TeacherResponder
+from trustee_rl.testing.teacher import COUNT_WORDS, UPLOAD_RECEIPT, TeacherResponder
 
 runner = CliRunner()
 
 # Item order is the seeded persona order; what each persona meets is what its topic (last word)
 # tells the teacher. "Repairs/Restores ... bicycles" write near-duplicate requests.
 PERSONAS = [
+    ("bread", "Bakes sourdough bread."),
     ("candles", "Sells scented candles."),
     ("ceramics", "Makes hand-thrown ceramics."),
     ("bikes-a", "Repairs vintage bicycles."),
@@ -51,6 +56,9 @@ def teacher(**overrides: Any) -> TeacherResponder:
         "repairable": frozenset({"candles"}),
         "unrepairable": frozenset({"ceramics"}),
         "discarded": frozenset({"kites"}),
+        "self_doable": frozenset({"orchids"}),
+        "text_heavy": frozenset({"bread"}),
+        "binary": frozenset({"candles"}),
     }
     return TeacherResponder(**(quirks | overrides))
 
@@ -114,8 +122,8 @@ def by_stage(funnel: dict[str, Any]) -> dict[str, tuple[int, int, dict[str, int]
 
 def test_funnel_counts_every_stage_and_is_saved(synthesized: Synthesized) -> None:
     assert by_stage(synthesized.funnel) == {
-        "ecosystem": (6, 6, {}),
-        "toolcheck": (6, 5, {"invalid_schema": 1}),
+        "ecosystem": (7, 7, {}),
+        "toolcheck": (7, 5, {"invalid_schema": 1, "tool_self_doable": 1}),
         "underspecify": (5, 5, {}),
         "dedup": (5, 4, {"near_duplicate": 1}),
         "solve": (4, 4, {}),
@@ -168,6 +176,157 @@ def test_invalid_schemas_are_repaired_once_or_the_task_dropped(synthesized: Synt
     assert "ceramics_shop" not in {t.domain for t in synthesized.tasks}
 
 
+def toolcheck_rows(out: Path) -> dict[str, tuple[str | None, str, dict[str, Any] | None]]:
+    """The tool-check stage's rows by topic: (drop reason, detail, value)."""
+    with sqlite3.connect(stage_file(out)) as conn:
+        domains = {
+            item: json.loads(value)["domain"].removesuffix("_shop")
+            for item, value in conn.execute(
+                "SELECT item, value FROM results WHERE stage = 'ecosystem' AND kept"
+            )
+        }
+        rows = conn.execute(
+            "SELECT item, drop_reason, detail, value FROM results WHERE stage = 'toolcheck'"
+        ).fetchall()
+    return {
+        domains[item]: (drop, detail, None if value is None else json.loads(value))
+        for item, drop, detail, value in rows
+    }
+
+
+def test_tools_the_agent_could_do_itself_are_dropped(synthesized: Synthesized) -> None:
+    rows = toolcheck_rows(synthesized.out)
+    # The teacher judged format_address self-doable, in a JSON field: three own tools remain,
+    # and the step that called it is left to the agent.
+    drop, _, value = rows["orchids"]
+    assert drop is None and value is not None
+    assert value["dropped"] == {
+        "format_address": {
+            "why": "tool_self_doable",
+            "detail": "the teacher: It only rewrites text the assistant already has.",
+        }
+    }
+    orchids = next(t for t in synthesized.tasks if t.domain == "orchids_shop")
+    assert [tool.name for tool in orchids.tools] == [
+        "find_order",
+        "update_address",
+        "notify_courier",
+        "cancel_order",
+    ]
+    assert {"action": "Write the new address in the shop's style.", "tool": None} in value[
+        "workflow"
+    ]
+    judgements = [r for r in synthesized.requests if _request_kind(r) == "judgement"]
+    assert any("format_address" in str(r["messages"]) for r in judgements)
+    # count_words goes by its shape alone, before any call; two own tools cannot make a task.
+    drop, detail, value = rows["bread"]
+    assert drop == "tool_self_doable" and value is None
+    assert detail.startswith("2 own tools left, 3 needed (count_words: a pure text")
+    assert not any("bread shop" in str(r["messages"]) for r in synthesized.requests)
+    (dropped,) = [d for d in synthesized.funnel["drops"] if d["reason"] == "tool_self_doable"]
+    assert dropped["detail"] == detail
+
+
+def test_binary_results_become_text_and_binary_inputs_are_dropped(
+    synthesized: Synthesized,
+) -> None:
+    _, _, value = toolcheck_rows(synthesized.out)["candles"]
+    assert value is not None
+    assert value["described"] == ["find_order.parcel_photo", "find_order.signature"]
+    assert value["dropped"]["upload_receipt"]["why"] == "not_text_simulatable"
+    candles = next(t for t in synthesized.tasks if t.domain == "candles_shop")
+    assert candles.distractors == ["cancel_order"] and candles.tool("upload_receipt") is None
+    find = candles.tool("find_order")
+    assert find is not None and find.returns is not None
+    for field in ("parcel_photo", "signature"):
+        schema = find.returns["properties"][field]
+        assert schema["type"] == "string" and "contentEncoding" not in schema
+        assert schema["description"].startswith("A short text description of the")
+    assert binary_fields(find.returns) == []  # nothing binary left for the tool simulator
+
+
+def test_sure_drops_take_only_what_shape_alone_settles() -> None:
+    def spec(name: str, **parameters: Any) -> ToolSpec:
+        return ToolSpec(
+            name=name,
+            description="A function.",
+            parameters={"type": "object", "properties": parameters},
+            returns={"type": "object", "properties": {}},
+        )
+
+    text = {"type": "string"}
+    numbers = {"type": "array", "items": {"type": "number"}}
+    pure = [
+        spec("count_words", text=text),
+        spec("word_count", text=text),
+        spec("translate_text", text=text, language=text),
+        spec("add_numbers", numbers=numbers),
+        spec("calculate_sum", numbers=numbers),
+    ]
+    dropped = sure_drops(pure)
+    assert list(dropped) == [tool.name for tool in pure]
+    assert {drop.why for drop in dropped.values()} == {"tool_self_doable"}
+    # Service data, or a verb on something other than plain text: the teacher decides.
+    kept = [
+        spec("summarize_text", document_id=text),
+        spec("translate_address", address=text),
+        spec("calculate_shipping_cost", weight=text),
+        spec("send_message", text=text),
+    ]
+    assert sure_drops(kept) == {}
+    upload = spec("attach_file", file={"type": "string", "format": "binary"})
+    assert sure_drops([upload])["attach_file"].why == "not_text_simulatable"
+    nested: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "pages": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
+            "meta": {"type": "string", "contentMediaType": "application/json"},
+        },
+    }
+    assert binary_fields(nested) == ["pages"]
+    described = described_in_text(nested, set())
+    assert described["properties"]["pages"]["items"]["type"] == "string"
+    assert (
+        binary_fields(described) == []
+        and described["properties"]["meta"] == nested["properties"]["meta"]
+    )
+
+
+async def test_a_restriction_or_step_on_a_dropped_tool_drops_the_task() -> None:
+    base = TeacherResponder().plan("maps")
+    persona = {"id": "p", "description": "Draws maps."}
+    steps = base["workflow"]
+    restricted = Plan.model_validate(
+        {
+            "persona": persona,
+            **base,
+            "tools": [*base["tools"], COUNT_WORDS],
+            "restriction": {"tool": "count_words", "forbidden_use": "count private notes"},
+            "workflow": [*steps, {"action": "Count the note's words.", "tool": "count_words"}],
+        }
+    )
+    uploading = restricted.model_copy(
+        update={
+            "tools": [*restricted.tools[:3], ToolSpec.model_validate(UPLOAD_RECEIPT)],
+            "restriction": Restriction(tool="notify_courier", forbidden_use="share payments"),
+            "workflow": [
+                *restricted.workflow[:-1],
+                WorkflowStep(action="Attach the receipt to the order.", tool="upload_receipt"),
+            ],
+        }
+    )
+    lm = OpenAIHTTPLM("http://127.0.0.1:9/v1", model="never-called", max_retries=0)
+    try:
+        first = await check_tools(lm, restricted, 0)
+        second = await check_tools(lm, uploading, 0)
+    finally:
+        await lm.aclose()
+    assert (first.drop, first.calls) == ("tool_self_doable", [])
+    assert first.detail.startswith("the restriction is on count_words")
+    assert (second.drop, second.calls) == ("not_text_simulatable", [])
+    assert second.detail.startswith("the workflow calls upload_receipt: takes binary content")
+
+
 def test_dedup_keeps_the_first_and_its_threshold_is_a_setting(
     synthesized: Synthesized, tmp_path: Path
 ) -> None:
@@ -206,6 +365,7 @@ STAGE_MARKERS = {
     "ecosystem": {"workflow"},
     "distractors": {"distractors"},
     "repair": {"tools"},
+    "judgement": {"judgements"},
     "request": {"private_facts"},
     "rubric": {"keep"},
     "user": {"reply", "done"},
@@ -290,18 +450,54 @@ def test_simulate_tasks_user_reveals_a_private_fact_only_when_asked(
         assert verdict.reward == pytest.approx(0.7)  # subgoals met, no interaction
 
 
+def eval_sim(server: LoopbackOpenAIServer, tasks: Path, out: Path, *extra: str) -> Result:
+    args = ["eval", "sim", "--tasks", str(tasks), "--model", server.base_url,
+            "--simulator", server.base_url, "--out", str(out), "--json", *extra]  # fmt: skip
+    return runner.invoke(app, args)
+
+
 def test_eval_sim_accepts_synthesized_tasks(synthesized: Synthesized, tmp_path: Path) -> None:
     with LoopbackOpenAIServer(teacher()) as server:
-        result = runner.invoke(
-            app,
-            [
-                "eval", "sim", "--tasks", str(synthesized.out), "--model", server.base_url,
-                "--simulator", server.base_url, "--judge", "lm", "--out", str(tmp_path / "eval"),
-                "--json",
-            ],
-        )  # fmt: skip
+        result = eval_sim(server, synthesized.out, tmp_path / "eval", "--judge", "lm")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["episodes"] == len(synthesized.tasks)
+
+
+def test_eval_sim_scores_under_the_synth_reward_from_set(
+    synthesized: Synthesized, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    # The agent never asks: every subgoal and policy item passes, no interaction item does.
+    with LoopbackOpenAIServer(teacher(agent_asks=False)) as server:
+        synth = ("--judge", "lm", "--set", "judge.reward=synth")
+        result = eval_sim(server, synthesized.out, out, *synth)
+        other = eval_sim(server, synthesized.out, out, "--judge", "lm")
+        rules = eval_sim(server, synthesized.out, tmp_path / "r", "--set", "judge.reward=synth")
+        model = f"default@{server.base_url}"
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scores"]["mean reward"] == pytest.approx(0.7)
+    cache = ResultCache(out)
+    try:
+        stored = [
+            cache.get(model, "sim", ItemKey(tasks_label(synthesized.tasks), task.id))
+            for task in synthesized.tasks
+        ]
+    finally:
+        cache.close()
+    for hit in stored:
+        assert hit is not None and hit.record["judge"]["reward"] == "synth"
+        verdict = Verdict.model_validate(hit.record["verdict"])
+        expected = synth_verdict(
+            verdict.episode_id,
+            verdict.criteria,
+            SynthRewardConfig(),
+            judge_model=verdict.judge_model,
+            prompt_version=verdict.prompt_version,
+        )
+        assert verdict.reward == expected.reward == pytest.approx(0.7 * 1.0 + 0.3 * 0.0)
+    # Results judged under one reward are never resumed under another.
+    assert other.exit_code == 2 and "use another --out" in other.output
+    assert rules.exit_code == 2 and "judge.reward=synth needs judge.mode=lm" in rules.output
 
 
 @pytest.mark.parametrize("form", FORMATS)
@@ -348,6 +544,14 @@ def test_bad_input_is_one_line_and_stores_nothing(synthesized: Synthesized, tmp_
         result.exit_code == 2 and "was written with" in result.output and "seed=0" in result.output
     )
     assert stage_file(copy).read_bytes() == stage_file(synthesized.out).read_bytes()
+    # So would records written under another version of a stage's prompt.
+    with sqlite3.connect(stage_file(copy)) as conn:
+        (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+        older = json.loads(stored)
+        older["prompts"]["synth_toolcheck"] = "synth_toolcheck@0"
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(older),))
+    result = runner.invoke(app, [*args, "--personas", str(synthesized.personas)])
+    assert result.exit_code == 2 and "synth_toolcheck@0" in result.output
 
 
 # -- SynthAgent's reward -----------------------------------------------------------------------

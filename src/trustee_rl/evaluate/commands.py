@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -76,9 +76,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print the figures as J
 
 
 def _settings(
-    ctx: typer.Context, model: type[Settings], config: Path | None, overrides: list[str] | None
+    ctx: typer.Context,
+    model: type[Settings],
+    config: Path | None,
+    overrides: list[str] | None,
+    nested: Mapping[str, str] | None = None,
 ) -> Settings:
-    """The command's settings: its flags' defaults, the file, the flags given, each --set."""
+    """The command's settings: its flags' defaults, the file, the flags given, each --set.
+    `nested` names the flags that set one key of a mapping setting (judge -> judge.mode), so a
+    file or --set that changes another key of it keeps the flag's."""
     from trustee_rl.evaluate.config import command_settings
 
     defaults: dict[str, Any] = {}
@@ -86,6 +92,8 @@ def _settings(
     for name, value in ctx.params.items():
         if name not in model.model_fields:
             continue
+        if nested and name in nested and value is not None:
+            value = {nested[name]: value}
         source = ctx.get_parameter_source(name)
         # Compared by name: typer vendors its own copy of click's ParameterSource.
         if source is not None and source.name == "COMMANDLINE":
@@ -221,7 +229,11 @@ def sim(
     ] = "embedded",
     simulator_model: Annotated[str | None, typer.Option(help="model name on that server")] = None,
     judge: Annotated[
-        str, typer.Option(help="'rules' or 'lm' (rules + simulator rubric)")
+        str,
+        typer.Option(
+            help="'rules' or 'lm' (rules + simulator rubric): judge.mode; the reward mode is "
+            "--set judge.reward=levels|graded|synth"
+        ),
     ] = "rules",
     out: OutOption = None,
     max_tokens: MaxTokensOption = 256,
@@ -233,7 +245,7 @@ def sim(
     from trustee_rl.evaluate.config import SimSettings
     from trustee_rl.evaluate.tables import print_scores
 
-    settings = _settings(ctx, SimSettings, config, overrides)
+    settings = _settings(ctx, SimSettings, config, overrides, nested={"judge": "mode"})
     frozen: list[Task] | None = None
     if (settings.run_dir is None) == (settings.tasks is None):
         fail("name the tasks: --run-dir RUN (its held-out tasks) or --tasks FILE.jsonl")
@@ -254,12 +266,11 @@ def sim(
         from trustee_rl.lm import open_lm
         from trustee_rl.lm.cache import CachedLM
         from trustee_rl.sim.catalog import load_catalog
-        from trustee_rl.sim.judge import JudgeConfig
 
         lm = CachedLM(open_lm(settings.simulator, settings.simulator_model))
         try:
             _, held_out = load_catalog().split(settings.holdout_fraction, settings.split_seed)
-            environment = Environment(lm, held_out, JudgeConfig(mode=settings.judge))
+            environment = Environment(lm, held_out, settings.judge)
             tasks = frozen if frozen is not None else await _file_tasks(settings, environment)
             return await evaluate_sim(
                 policy,

@@ -3,18 +3,20 @@
 
 Layers, each over the one before: the flags' defaults, the config file, the flags given on the
 command line, then each `--set` (as `trustee train` applies them, trustee_rl/settings.py). Every
-setting has a flag except `concurrency`, which only a file or `--set` changes.
+setting has a flag except `concurrency` and the judge's keys beyond its mode, which only a file or
+`--set` changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trustee_rl.settings import load_settings, merge, parse_override
+from trustee_rl.sim.judge import JudgeConfig
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -57,7 +59,8 @@ class SimSettings(ModelSettings):
     level: float = Field(ge=1, le=100)
     simulator: str
     simulator_model: str | None = None
-    judge: Literal["rules", "lm"]
+    # As in `trustee simulate`: a mapping (--judge sets judge.mode; --set judge.reward=synth).
+    judge: JudgeConfig
     concurrency: int = Field(default=8, ge=1)
 
 

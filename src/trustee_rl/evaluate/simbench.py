@@ -60,7 +60,11 @@ class SimBenchmark:
         self.seed = seed
         self.concurrency = concurrency
         self.label = tasks_label(tasks)
-        self.settings: dict[str, Any] = {}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        # Results judged under another judge (mode, reward, weights) are other scores.
+        return {"judge": self.environment.judge.config.model_dump(mode="json")}
 
     def items(self) -> list[Item[tuple[int, Task]]]:
         return [

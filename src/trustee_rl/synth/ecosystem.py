@@ -1,17 +1,15 @@
-"""The first two stages: a persona becomes a plan with its own tools (ecosystem), and the plan's
-tools are checked, repaired once or refused, and joined by distractors (tool check)."""
+"""The first stage: a persona becomes a plan with its own tools, restriction and workflow (the
+plan's tools are checked in the next stage, synth/toolcheck.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from trustee_rl.lm.base import LM
-from trustee_rl.schema import SimCall, Tool
+from trustee_rl.schema import SimCall
 from trustee_rl.sim.prompts import load_prompt
 from trustee_rl.sim.structured import SimulatorContext, SimulatorError, ask_json
-from trustee_rl.synth.records import Plan, StageOutcome, SynthPersona, Toolset, ToolSpec
+from trustee_rl.synth.records import Plan, StageOutcome, SynthPersona
 
 MIN_TOOLS, MAX_TOOLS = 3, 5
 MIN_STEPS, MAX_STEPS = 5, 7
@@ -70,17 +68,6 @@ PLAN_SCHEMA: dict[str, Any] = {
 }
 
 
-def _tools_schema(key: str, low: int, high: int) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            key: {"type": "array", "minItems": low, "maxItems": high, "items": TOOL_SPEC_SCHEMA}
-        },
-        "required": [key],
-        "additionalProperties": False,
-    }
-
-
 def title(name: str) -> str:
     return name.replace("_", " ")
 
@@ -122,106 +109,3 @@ async def plan_ecosystem(lm: LM, persona: SynthPersona, seed: int) -> StageOutco
     except SimulatorError as error:
         return StageOutcome.dropped("simulator_failed", str(error), calls)
     return StageOutcome(Plan.model_validate({"persona": persona, **value}), calls)
-
-
-def schema_problem(spec: ToolSpec) -> str | None:
-    """Why `spec` is not a usable tool (its schemas are not valid JSON Schema 2020-12, its
-    arguments are not an object, its result is not an object the tool simulator can fill)."""
-    try:
-        Tool(
-            name=spec.name,
-            description=spec.description,
-            parameters=spec.parameters,
-            returns=spec.returns,
-        )
-    except ValidationError as error:
-        return " ".join(str(error.errors()[0]["msg"]).removeprefix("Value error, ").split())
-    if spec.returns.get("type") != "object":
-        return "returns must be a JSON schema with type 'object'"
-    return None
-
-
-async def check_tools(lm: LM, plan: Plan, seed: int) -> StageOutcome:
-    """Distractors added, then every schema validated; invalid ones get one repair request with
-    their errors, and a task with a schema still invalid after it is dropped."""
-    calls: list[SimCall] = []
-    context = SimulatorContext(seed, calls.append)
-    try:
-        distractors = await _distractors(lm, plan, context)
-    except SimulatorError as error:
-        return StageOutcome.dropped("simulator_failed", f"distractors: {error}", calls)
-    tools = [*plan.tools, *distractors]
-    problems = {spec.name: problem for spec in tools if (problem := schema_problem(spec))}
-    repaired: list[str] = []
-    if problems:
-        try:
-            fixed = {spec.name: spec for spec in await _repair(lm, plan, tools, problems, context)}
-        except SimulatorError as error:
-            detail = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
-            return StageOutcome.dropped("invalid_schema", f"{detail} (repair: {error})", calls)
-        tools = [fixed.get(spec.name, spec) for spec in tools]
-        repaired = sorted(problems)
-        still = {spec.name: problem for spec in tools if (problem := schema_problem(spec))}
-        if still:
-            detail = "; ".join(f"{name}: {problem}" for name, problem in still.items())
-            return StageOutcome.dropped("invalid_schema", f"after repair: {detail}", calls)
-    names = [spec.name for spec in distractors]
-    return StageOutcome(Toolset(tools=tools, distractors=names, repaired=repaired), calls)
-
-
-async def _distractors(lm: LM, plan: Plan, context: SimulatorContext) -> list[ToolSpec]:
-    prompt = load_prompt("synth_distractors")
-    taken = {tool.name for tool in plan.tools}
-
-    def check(value: dict[str, Any]) -> str | None:
-        names = [tool["name"] for tool in value["distractors"]]
-        clashes = sorted(taken.intersection(names) | {n for n in names if names.count(n) > 1})
-        return prompt.text("names_taken_complaint", names=", ".join(clashes)) if clashes else None
-
-    value = await ask_json(
-        lm,
-        context,
-        role="taskgen",
-        prompt=prompt,
-        messages=prompt.render(
-            domain_title=title(plan.domain),
-            description=plan.description,
-            names=", ".join(sorted(taken)),
-            goal=plan.goal,
-        ),
-        schema=_tools_schema("distractors", 1, 2),
-        seed_labels=("synth", "distractors"),
-        check=check,
-        max_tokens=900,
-    )
-    return [ToolSpec.model_validate(tool) for tool in value["distractors"]]
-
-
-async def _repair(
-    lm: LM, plan: Plan, tools: list[ToolSpec], problems: dict[str, str], context: SimulatorContext
-) -> list[ToolSpec]:
-    prompt = load_prompt("synth_repair")
-    broken = [spec for spec in tools if spec.name in problems]
-    listing = "\n".join(
-        f"- {spec.model_dump_json()}\n  error: {problems[spec.name]}" for spec in broken
-    )
-
-    def check(value: dict[str, Any]) -> str | None:
-        names = sorted(tool["name"] for tool in value["tools"])
-        if names != sorted(problems):
-            return prompt.text("names_complaint", names=", ".join(sorted(problems)))
-        return None
-
-    value = await ask_json(
-        lm,
-        context,
-        role="taskgen",
-        prompt=prompt,
-        messages=prompt.render(domain_title=title(plan.domain), problems=listing),
-        schema=_tools_schema("tools", len(broken), len(broken)),
-        seed_labels=("synth", "repair"),
-        check=check,
-        retries=1,  # one repair, fed the errors: a schema still broken after it drops the task
-        max_tokens=900,
-    )
-    return [ToolSpec.model_validate(tool) for tool in value["tools"]]

@@ -24,7 +24,7 @@ from trustee_rl.lm.openai_http import HTTPClientConfig
 from trustee_rl.policy.lm import LMPolicy
 from trustee_rl.schema import Task, Usage
 from trustee_rl.seeding import derive_rng, derive_seed
-from trustee_rl.synth.ecosystem import check_tools, plan_ecosystem
+from trustee_rl.synth.ecosystem import plan_ecosystem
 from trustee_rl.synth.records import (
     Attempts,
     Plan,
@@ -34,8 +34,9 @@ from trustee_rl.synth.records import (
     Toolset,
 )
 from trustee_rl.synth.request import near_duplicates, tempting_variant, underspecify
-from trustee_rl.synth.solve import build_task, solve, write_rubric
+from trustee_rl.synth.solve import build_task, prompt_versions, solve, write_rubric
 from trustee_rl.synth.stagestore import StageRow, StageStore
+from trustee_rl.synth.toolcheck import check_tools
 
 STAGES = ("ecosystem", "toolcheck", "underspecify", "dedup", "solve", "rubric")
 
@@ -291,7 +292,8 @@ class Pipeline:
 
 
 def settings_fingerprint(config: SynthConfig, personas: list[SynthPersona]) -> dict[str, Any]:
-    """What the stored stage results depend on; a resume under other values is refused."""
+    """What the stored stage results depend on; a resume under other values is refused (a
+    changed prompt changes what its stage writes, so its version is one of them)."""
     digest = hashlib.sha256(
         "\n".join(persona.model_dump_json() for persona in personas).encode()
     ).hexdigest()[:16]
@@ -301,4 +303,5 @@ def settings_fingerprint(config: SynthConfig, personas: list[SynthPersona]) -> d
         "simulator_model": config.simulator_model,
         "attempts": config.attempts,
         "personas": digest,
+        "prompts": prompt_versions(),
     }

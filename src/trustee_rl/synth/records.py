@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -60,12 +60,28 @@ class Plan(Record):
     workflow: list[WorkflowStep]
 
 
+ToolDropReason = Literal["tool_self_doable", "not_text_simulatable"]
+
+
+class DroppedTool(Record):
+    """A tool the tool check took out: `why` is also the task's drop reason when its loss breaks
+    the task."""
+
+    why: ToolDropReason
+    detail: str
+
+
 class Toolset(Record):
-    """The tool-check stage's result: every schema valid, distractors added."""
+    """The tool-check stage's result: every schema valid, distractors added, tools the agent could
+    do itself taken out (their workflow steps left to the agent), binary results described in
+    text (`described`: `tool.field` paths)."""
 
     tools: list[ToolSpec]
     distractors: list[str]
     repaired: list[str]
+    dropped: dict[str, DroppedTool]
+    described: list[str]
+    workflow: list[WorkflowStep]
 
 
 class Request(Record):

@@ -42,6 +42,7 @@ STAGE_PROMPTS = (
     "synth_ecosystem",
     "synth_distractors",
     "synth_repair",
+    "synth_toolcheck",
     "synth_request",
     "synth_rubric",
     "agent_system",
@@ -67,7 +68,8 @@ def build_task(
         "detailed", domain_title=title(plan.domain), domain_description=plan.description
     )
     system_prompt += " " + agent.text("rules", rules=plan.restriction.rule)
-    needed = list(dict.fromkeys(step.tool for step in plan.workflow if step.tool is not None))
+    # The checked workflow: steps whose tool the agent can do itself have no tool.
+    needed = list(dict.fromkeys(step.tool for step in toolset.workflow if step.tool is not None))
     facts = request.private_facts
     return Task(
         id=f"synth_{seed:08x}",

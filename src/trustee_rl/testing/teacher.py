@@ -4,9 +4,13 @@ proven apart from any model's quality.
 
 Everything follows from the persona ("Sells scented candles."): its last word is the topic, the
 service is the "<topic> shop", whose customer wants an order sent to a new address, and the
-request repeats the persona's words, so near-identical personas make near-duplicate requests. Topics named in `repairable` get an
-invalid schema that the repair request fixes, in `unrepairable` one it does not, in `discarded`
-a rubric with keep=false.
+request repeats the persona's words, so near-identical personas make near-duplicate requests.
+Topics named in `repairable` get an invalid schema that the repair request fixes, in
+`unrepairable` one it does not, in `discarded` a rubric with keep=false. In `self_doable` the plan
+has a fourth tool, `format_address`, that the tool check's judgement calls self-doable; in
+`text_heavy` one of its three tools is `count_words`, a pure text transform by its shape alone. In
+`binary` the order lookup returns a parcel photo (marked binary in its schema) and a signature
+(which the judgement names binary), and a distractor takes an uploaded file.
 
 As the user it leaks its private facts on every first try, so only the environment's checks keep
 them back until the agent asks; as the agent it asks for them first when `agent_asks`.
@@ -14,6 +18,7 @@ them back until the agent asks; as the agent it asks for them first when `agent_
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -77,6 +82,25 @@ NOTIFY_COURIER = tool_spec(
     {"order_number": _TEXT, "note": _TEXT},
     {"sent": _FLAG},
 )
+FORMAT_ADDRESS = tool_spec(
+    "format_address",
+    "Write an address in the shop's address style.",
+    {"address": _TEXT},
+    {"formatted": _TEXT},
+)
+COUNT_WORDS = tool_spec(
+    "count_words",
+    "Count the words of a note.",
+    {"text": _TEXT},
+    {"count": {"type": "integer"}},
+)
+PHOTO = {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/jpeg"}
+UPLOAD_RECEIPT = tool_spec(
+    "upload_receipt",
+    "Attach a scanned receipt to an order.",
+    {"order_number": _TEXT, "receipt": PHOTO | {"contentMediaType": "application/pdf"}},
+    {"attached": _FLAG},
+)
 CANCEL_ORDER = tool_spec(
     "cancel_order",
     "Cancel an order that has not shipped.",
@@ -92,11 +116,17 @@ class TeacherResponder:
         repairable: frozenset[str] = frozenset(),
         unrepairable: frozenset[str] = frozenset(),
         discarded: frozenset[str] = frozenset(),
+        self_doable: frozenset[str] = frozenset(),
+        text_heavy: frozenset[str] = frozenset(),
+        binary: frozenset[str] = frozenset(),
         agent_asks: bool = True,
     ) -> None:
         self.repairable = repairable
         self.unrepairable = unrepairable
         self.discarded = discarded
+        self.self_doable = self_doable
+        self.text_heavy = text_heavy
+        self.binary = binary
         self.agent_asks = agent_asks
 
     def __call__(self, request: dict[str, Any]) -> Reply:
@@ -107,10 +137,13 @@ class TeacherResponder:
         schema = (request.get("response_format") or {}).get("json_schema", {}).get("schema")
         keys = set((schema or {}).get("properties", {}))
         if "workflow" in keys:
-            return _json(self._plan(_topic(prompt, _TOPIC_IN_PERSONA)))
+            return _json(self.plan(_topic(prompt, _TOPIC_IN_PERSONA)))
         topic = _topic(prompt, _TOPIC_IN_SHOP)
         if keys == {"distractors"}:
-            return _json({"distractors": [CANCEL_ORDER]})
+            extra = [UPLOAD_RECEIPT] if topic in self.binary else []
+            return _json({"distractors": [CANCEL_ORDER, *extra]})
+        if keys == {"judgements"}:
+            return _json(self._judgements(schema, topic))
         if keys == {"tools"}:
             fixed = dict(UPDATE_ADDRESS)
             if topic in self.unrepairable:
@@ -139,29 +172,57 @@ class TeacherResponder:
             return _json(instance_for_schema(schema, random.Random(len(prompt))))
         raise ValueError("the teacher was sent a request no stage or role makes")
 
-    def _plan(self, topic: str) -> dict[str, Any]:
+    def plan(self, topic: str) -> dict[str, Any]:
         update = dict(UPDATE_ADDRESS)
         if topic in self.repairable | self.unrepairable:
             update["parameters"] = BROKEN_PARAMETERS
+        find = copy.deepcopy(FIND_ORDER)
+        if topic in self.binary:
+            find["returns"]["properties"] |= {"parcel_photo": PHOTO, "signature": _TEXT}
+        tools = [find, update, NOTIFY_COURIER]
+        restricted = "notify_courier"
+        steps = [
+            ("Ask the customer for the order number and new address.", None),
+            ("Look up the order to check it has not been delivered.", "find_order"),
+            ("Change the order's delivery address.", "update_address"),
+            ("Tell the courier about the new address.", "notify_courier"),
+            ("Confirm the new address to the customer.", None),
+        ]
+        if topic in self.self_doable:
+            tools.append(FORMAT_ADDRESS)
+            steps.insert(2, ("Write the new address in the shop's style.", "format_address"))
+        if topic in self.text_heavy:
+            tools[2] = COUNT_WORDS
+            steps[3] = ("Count the words of the note for the courier.", "count_words")
+            restricted = "update_address"
         return {
             "domain": f"{topic}_shop",
             "description": f"An online shop that sells and delivers {topic}.",
             "goal": f"The customer wants their {topic} shop order sent to a new address.",
-            "tools": [FIND_ORDER, update, NOTIFY_COURIER],
+            "tools": tools,
             "restriction": {
-                "tool": "notify_courier",
+                "tool": restricted,
                 "forbidden_use": "share the customer's payment details",
             },
-            "workflow": [
-                {"action": "Ask the customer for the order number and new address.", "tool": None},
+            "workflow": [{"action": action, "tool": tool} for action, tool in steps],
+        }
+
+    def _judgements(self, schema: dict[str, Any], topic: str) -> dict[str, Any]:
+        names = schema["properties"]["judgements"]["items"]["properties"]["name"]["enum"]
+        return {
+            "judgements": [
                 {
-                    "action": "Look up the order to check it has not been delivered.",
-                    "tool": "find_order",
-                },
-                {"action": "Change the order's delivery address.", "tool": "update_address"},
-                {"action": "Tell the courier about the new address.", "tool": "notify_courier"},
-                {"action": "Confirm the new address to the customer.", "tool": None},
-            ],
+                    "name": name,
+                    "reason": "It only rewrites text the assistant already has."
+                    if name == "format_address"
+                    else "It needs the shop's own records.",
+                    "self_doable": name == "format_address",
+                    "binary_results": ["signature"]
+                    if name == "find_order" and topic in self.binary
+                    else [],
+                }
+                for name in names
+            ]
         }
 
     def _rubric(self, prompt: str, topic: str) -> dict[str, Any]:
