@@ -186,3 +186,28 @@ def test_generation_stops_where_a_stop_string_is_written(policy: TransformersPol
     assert len(stopped) < len(free)
     assert (" " + word) in cut and cut.count(" " + word) == 1
     assert text.startswith(cut.split(" " + word)[0] + " " + word)
+
+
+@pytest.mark.embedded
+def test_bf16_generation_follows_the_weights_as_they_train(policy: TransformersPolicy) -> None:
+    """On a CPU, bf16 generation decodes with a bf16 copy of the weights: it must be refreshed
+    every call, or a trainer's rollouts would sample from a policy steps old."""
+    context = policy.chat_format.encode(
+        policy.chat_format.render([Message(role="user", content="Name three rivers.")], [], True)
+    )
+    pad, stops = policy.generator.pad_id, policy.chat_format.stop_ids
+    generator = Generator(policy.model, pad, stops, 0.0, bf16=True)
+    (before,) = generator([context], 8)
+    weight = policy.model.model.layers[-1].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(-4.0)  # a "training step" big enough to change the greedy reply
+        (after,) = generator([context], 8)
+        (fresh,) = Generator(policy.model, pad, stops, 0.0, bf16=True)([context], 8)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert after == fresh
+    assert after != before
+    assert all(p.dtype == torch.float32 for p in policy.model.parameters())  # untouched

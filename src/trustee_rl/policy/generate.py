@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,8 +24,11 @@ CACHED_OPENINGS = 4
 class Generator:
     """Batched sampling from a causal LM on token ids; each row stops at an end-of-turn token,
     or at the first of `stop_strings` it writes (for which generation needs the tokenizer).
-    `bf16`: compute under bf16 autocast, as a trainer with mixed precision does (the weights stay
-    as they are)."""
+    `bf16`: compute in bf16, as a trainer with mixed precision does. On a GPU that is autocast
+    over the model's own weights. On a CPU it is a bf16 copy of the float32 weights, refreshed at
+    every call so it never lags the trained model: autocast there would cast every weight at every
+    decoded token, as slow as float32, while the copy decodes about twice as fast (measured on
+    SmolLM2-135M, 2 cores)."""
 
     model: Any
     pad_id: int
@@ -34,6 +37,8 @@ class Generator:
     tokenizer: Any = None
     stop_strings: tuple[str, ...] = ()
     bf16: bool = False
+    _shadow: Any = field(default=None, init=False, repr=False)
+    _shadow_of: Any = field(default=None, init=False, repr=False)
 
     @torch.no_grad()
     def __call__(
@@ -63,13 +68,14 @@ class Generator:
         for row, ids in enumerate(contexts):  # left padding keeps every row's last token aligned
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
-        was_training = self.model.training
-        self.model.eval()
+        model = self._decoder()
+        was_training = model.training
+        model.eval()
         try:
-            with autocast(self.model, self.bf16):
-                output = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),  # the first GPU of a spread model
-                    attention_mask=attention.to(self.model.device),
+            with autocast(model, self.bf16 and model is self.model):
+                output = model.generate(
+                    input_ids=input_ids.to(model.device),  # the first GPU of a spread model
+                    attention_mask=attention.to(model.device),
                     max_new_tokens=max_new_tokens,
                     do_sample=self.temperature > 0,
                     temperature=self.temperature if self.temperature > 0 else None,
@@ -88,8 +94,30 @@ class Generator:
                     ),
                 )
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
         return [self._trim(row[width:].tolist()) for row in output]
+
+    def _decoder(self) -> Any:
+        """The model to generate with: the bf16 copy where one serves (see the class), else the
+        model itself."""
+        params = list(self.model.parameters())
+        if not (
+            self.bf16
+            and self.model.device.type == "cpu"
+            and all(p.dtype == torch.float32 for p in params)
+        ):
+            return self.model
+        if self._shadow_of is not self.model:  # first use, or a trainer wrapped the model
+            self._shadow, self._shadow_of = copy.deepcopy(self.model), self.model
+            # Parameters only: buffers such as the rotary frequencies keep float32 precision.
+            for param in self._shadow.parameters():
+                param.requires_grad_(False)
+                param.data = param.data.to(torch.bfloat16)
+        else:
+            with torch.no_grad():
+                for mine, theirs in zip(self._shadow.parameters(), params, strict=True):
+                    mine.copy_(theirs)
+        return self._shadow
 
     def _trim(self, ids: list[int]) -> list[int]:
         for position, token in enumerate(ids):
