@@ -209,6 +209,38 @@ def test_truncated_turn_is_closed_by_an_end_token_it_is_not_trained_on(
     )
 
 
+def test_sampling_logprobs_are_kept_beside_the_policys_tokens(
+    tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat
+) -> None:
+    ledger = TokenLedger(tokenizer, chat_format)
+    ledger.start(CONVERSATION[:2], TOOLS)
+    cut = chat_format.encode("Where are")
+    scores = [-0.5 - i for i in range(len(cut))]
+    ledger.add_policy_turn(cut, scores)  # cut at its cap: closed by an unsampled end-of-turn
+    ledger.add_environment([CONVERSATION[3]])
+    closed = [*chat_format.encode("Oslo?"), chat_format.end_of_turn_id]
+    ledger.add_policy_turn(closed, [-1.0] * len(closed))
+
+    logprobs = ledger.sampling_logprobs
+    assert logprobs is not None and len(logprobs) == len(ledger.completion_ids)
+    sampled = [lp for lp, m in zip(logprobs, ledger.completion_mask, strict=True) if m]
+    assert sampled == [*scores, *[-1.0] * len(closed)]
+    # Environment tokens and the end-of-turn that closed the cut turn hold the placeholder.
+    assert all(lp == 0.0 for lp, m in zip(logprobs, ledger.completion_mask, strict=True) if not m)
+
+    ledger.add_environment([CONVERSATION[3]])
+    with pytest.raises(ValueError, match="with and without"):
+        ledger.add_policy_turn(closed)
+    unscored = TokenLedger(tokenizer, chat_format)
+    unscored.start(CONVERSATION[:2], TOOLS)
+    with pytest.raises(ValueError, match="2 sampling logprobs for 1"):
+        unscored.add_policy_turn([chat_format.end_of_turn_id], [-1.0, -2.0])
+    with pytest.raises(ValueError, match="not finite"):
+        unscored.add_policy_turn([chat_format.end_of_turn_id], [float("nan")])
+    unscored.add_policy_turn([chat_format.end_of_turn_id])
+    assert unscored.sampling_logprobs is None
+
+
 def test_a_template_that_breaks_the_prefix_property_fails_loudly(
     tokenizer: PreTrainedTokenizerBase,
 ) -> None:

@@ -671,3 +671,18 @@ def test_rewind_forgets_later_episodes_steps_and_metrics(store: RunStore) -> Non
     assert len(store.verdicts()) == 4
     assert [step for step, _ in store.curriculum_states()] == [0, 1]
     assert {step for step, _, _ in store.metrics()} == {0, 1}
+
+
+def test_a_transaction_lands_whole_or_not_at_all(store: RunStore) -> None:
+    with store.transaction():
+        save_judged(store, 0)
+        store.save_curriculum(0, {"level": 1.0})
+    with pytest.raises(RuntimeError), store.transaction():
+        save_judged(store, 1)
+        store.save_curriculum(1, {"level": 2.0})
+        raise RuntimeError("killed midway")
+    assert [e.index for e in store.episodes()] == [0]
+    assert len(store.verdicts()) == 1
+    assert [step for step, _ in store.curriculum_states()] == [0]
+    save_judged(store, 1)  # writes after a rolled-back transaction are their own again
+    assert [e.index for e in store.episodes()] == [0, 1]

@@ -282,11 +282,19 @@ def test_train_refuses_a_task_file_that_holds_no_tasks(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_training_under_several_processes_is_refused_before_anything_is_stored(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--set", "tasks_per_step=3"], "tasks_per_step 3 does not split over 2 processes"),
+        (["--set", "micro_batch_size=3"], "micro_batch_size 3 does not divide the 4 episodes"),
+        (["--set", "warm_start.batch_size=3"], "warm_start.batch_size 3 does not split over 2"),
+    ],
+)
+def test_a_run_that_does_not_split_over_the_processes_is_refused_before_anything_is_stored(
+    options: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    result = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "run")])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as a launcher sets it: refused before it is joined
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "run"), *options])
     assert result.exit_code == 2
-    assert "multi-process training" in result.output.strip().splitlines()[-1]
+    assert message in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()

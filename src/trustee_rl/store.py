@@ -76,6 +76,7 @@ class RunStore:
         self.run_dir = run_dir
         self.readonly = readonly
         self._conn = connection
+        self._in_transaction = False  # inside `transaction()`: writes join it
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -217,8 +218,23 @@ class RunStore:
         self.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes made inside land together or not at all (a training step's episodes,
+        verdicts and curriculum state)."""
+        with self._write():
+            self._in_transaction = True
+            try:
+                yield
+            finally:
+                self._in_transaction = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the write lock is taken up front so it never fails midway."""
+        """One write transaction; the write lock is taken up front so it never fails midway.
+        Inside `transaction()` it is that one."""
+        if self._in_transaction:
+            yield self._conn
+            return
         if self.readonly:
             raise StoreError(
                 f"run dir {self.run_dir}: cannot write, the store was opened read-only"

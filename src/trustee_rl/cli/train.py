@@ -77,14 +77,16 @@ def train(
             fail(f"run dir {run_dir} holds no run to resume")
         from trustee_rl.train.grpo import Training
 
-        stages = Training(
+        training = Training(
             settings, run_dir, report=lambda line: typer.echo(line, err=True), control_of=reference
-        ).run()
+        )
+        stages = training.run()
     except TrainingRefused as error:
         fail(one_line(error))
     except known_errors() as error:
         fail(one_line(error))
-    _print_stages(stages, run_dir)
+    if training.ranks.is_main:  # one table, however many processes trained
+        _print_stages(stages, run_dir)
 
 
 def _print_stages(stages: dict[str, Any], run_dir: Path) -> None:

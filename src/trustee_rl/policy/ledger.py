@@ -13,16 +13,26 @@ sampled policy tokens (the end-of-turn token closing a turn included, when the p
 0 on environment turns, role headers (the assistant's included), the newline after each
 end-of-turn and the end-of-turn that closes a turn cut at its cap. The ledger ends right after the
 last policy turn's end-of-turn token.
+
+A policy that reports the log-probability it sampled each token with (vLLM) has it kept beside the
+token: `sampling_logprobs` is aligned with `completion_ids`, with 0.0 wherever the mask is 0 (the
+trainer ignores those positions). A trainer corrects for the sampler differing from the trained
+model with them (TRL's importance sampling under vLLM).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from trustee_rl.policy.base import Conversation
 from trustee_rl.policy.chat import ChatFormat
 from trustee_rl.schema import Message, Tool, Usage
+
+# The sampling log-probability recorded where the policy sampled nothing (mask 0).
+UNSAMPLED_LOGPROB = 0.0
 
 
 class TemplateError(RuntimeError):
@@ -40,6 +50,9 @@ class TokenLedger:
         self._prompt_ids: list[int] = []
         self._completion_ids: list[int] = []
         self._mask: list[int] = []
+        self._logprobs: list[float] = []
+        # Whether policy turns come with sampling log-probabilities: all of them or none.
+        self._scored: bool | None = None
         # The rendering the current context was tokenized from: it ends with an assistant header.
         self._context_text = ""
         # The conversation rendered through the last policy turn, without a generation prompt.
@@ -60,6 +73,12 @@ class TokenLedger:
     @property
     def completion_mask(self) -> list[int]:
         return list(self._mask)
+
+    @property
+    def sampling_logprobs(self) -> list[float] | None:
+        """Per completion token, the log-probability the policy sampled it with (0.0 where the
+        mask is 0); None when the policy reported none."""
+        return list(self._logprobs) if self._scored else None
 
     @property
     def context_ids(self) -> list[int]:
@@ -88,8 +107,11 @@ class TokenLedger:
         self._awaiting_policy = True
         return self.prompt_ids
 
-    def add_policy_turn(self, token_ids: Sequence[int]) -> Message:
-        """Append the policy's sampled ids verbatim (mask 1) and return the reply they spell.
+    def add_policy_turn(
+        self, token_ids: Sequence[int], logprobs: Sequence[float] | None = None
+    ) -> Message:
+        """Append the policy's sampled ids verbatim (mask 1) and return the reply they spell;
+        `logprobs`, one per id, are what the policy sampled them with, where it reports them.
 
         A turn cut short (at max tokens, say) gets the end-of-turn id appended with mask 0: the
         sequence stays a well-formed conversation, and the policy is not trained on a token it
@@ -100,6 +122,7 @@ class TokenLedger:
         sampled = list(token_ids)
         if end in sampled[:-1]:
             raise ValueError("end-of-turn id inside the turn: strip what follows it (padding?)")
+        scores = self._check_logprobs(sampled, logprobs)
         closed = bool(sampled) and sampled[-1] == end
         self.truncated_turns += not closed
         spoken = sampled[:-1] if closed else sampled
@@ -107,7 +130,8 @@ class TokenLedger:
         reply.usage = Usage(prompt_tokens=len(self.context_ids), completion_tokens=len(sampled))
         history = self.chat_format.render([*self._messages, reply], self._tools, False)
         self._check_prefix(self._context_text, history)
-        self._append(sampled, 1)
+        self._append(sampled, 1, scores)
+        self._scored = scores is not None
         if not closed:  # closes the turn, but the policy never sampled it: not trained on
             self._append([end], 0)
         self._messages.append(reply)
@@ -152,9 +176,30 @@ class TokenLedger:
             replies.append(self.add_policy_turn(self.chat_format.reply_ids(message)))
         return replies
 
-    def _append(self, ids: list[int], mask: int) -> None:
+    def _append(self, ids: list[int], mask: int, logprobs: list[float] | None = None) -> None:
         self._completion_ids += ids
         self._mask += [mask] * len(ids)
+        self._logprobs += logprobs if logprobs is not None else [UNSAMPLED_LOGPROB] * len(ids)
+
+    def _check_logprobs(
+        self, sampled: list[int], logprobs: Sequence[float] | None
+    ) -> list[float] | None:
+        if self._scored is not None and (logprobs is not None) != self._scored:
+            raise ValueError(
+                "policy turns with and without sampling logprobs in one ledger: "
+                "its policy must report them for every turn or for none"
+            )
+        if logprobs is None:
+            return None
+        scores = [float(value) for value in logprobs]
+        if len(scores) != len(sampled):
+            raise ValueError(f"{len(scores)} sampling logprobs for {len(sampled)} sampled tokens")
+        bad = next((i for i, value in enumerate(scores) if not math.isfinite(value)), None)
+        if bad is not None:
+            raise ValueError(
+                f"sampling logprob {scores[bad]} of token {sampled[bad]} is not finite"
+            )
+        return scores
 
     def _expect_policy(self) -> None:
         if not self._awaiting_policy:
@@ -171,3 +216,28 @@ class TokenLedger:
                 f"chat template broke the prefix property at char {at}: "
                 f"{before[at : at + 40]!r} became {after[at : at + 40]!r}"
             )
+
+
+def ledger_for(conversation: Conversation, new_ledger: Callable[[], TokenLedger]) -> TokenLedger:
+    """The conversation's ledger brought up to date with its messages (a fresh one when the
+    caller keeps none), for a token-in/token-out policy to extend with its next turn."""
+    ledger = conversation.ledger
+    if ledger is None:
+        ledger = new_ledger()
+    if not isinstance(ledger, TokenLedger):
+        raise TypeError(f"a token-level policy keeps a TokenLedger, not {type(ledger).__name__}")
+    known = len(ledger.messages)
+    if known == 0:
+        ledger.start(conversation.messages, conversation.tools)
+    elif len(conversation.messages) > known:
+        ledger.add_environment(conversation.messages[known:])
+    return ledger
+
+
+def context_too_long(context_tokens: int, window: int) -> Message:
+    """The reply of a policy whose model cannot read the context: no reply, saying why, for the
+    caller to score as the failure it is."""
+    return Message(
+        role="assistant",
+        content=f"[context of {context_tokens} tokens exceeds the model's {window}-token window]",
+    )

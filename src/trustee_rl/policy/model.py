@@ -72,7 +72,8 @@ def load_policy(
     """`source` is "embedded", an HF checkpoint dir (such as one `save_policy` wrote), or a hub
     model id, downloaded unless `offline` or HF_HUB_OFFLINE asks for the local cache only.
     Where CUDA is available the model is placed on the visible GPUs, its layers spread over them
-    when there are several (accelerate's device map); `quantization` is a transformers
+    when there are several (accelerate's device map), or on its own GPU in one of several
+    training processes; `quantization` is a transformers
     quantization config (4-bit QLoRA bases)."""
     path = embedded_checkpoint() if source == EMBEDDED else Path(source)
     if path.is_dir():
@@ -93,7 +94,7 @@ def load_policy(
             location,
             dtype=dtype,
             local_files_only=local_only,
-            device_map="auto" if torch.cuda.is_available() else None,
+            device_map=_device_map(),
             quantization_config=quantization,
         )
     except OSError as error:  # FileNotFoundError included: a missing file, repo or connection
@@ -107,6 +108,16 @@ def load_policy(
             f"policy {source!r} could not be loaded: {' '.join(str(error).split())[:300]}"
         ) from error
     return model, tokenizer
+
+
+def _device_map() -> str | dict[str, int] | None:
+    """The visible GPUs, the layers spread over them; in one of several training processes
+    (`accelerate launch`), that process's own GPU: each holds a whole copy."""
+    if not torch.cuda.is_available():
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return "auto"
 
 
 def save_policy(

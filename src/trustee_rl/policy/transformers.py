@@ -23,7 +23,7 @@ from trustee_rl.lm.hermes import CALL_CLOSE
 from trustee_rl.policy.base import Conversation
 from trustee_rl.policy.chat import ChatFormat, chat_format_for
 from trustee_rl.policy.generate import Generator, OpeningCache
-from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.policy.ledger import TokenLedger, context_too_long, ledger_for
 from trustee_rl.schema import Message
 from trustee_rl.seeding import derive_seed
 
@@ -134,7 +134,7 @@ class TransformersPolicy:
                 size = len(self._pending)
 
     def _respond_batch(self, conversations: Sequence[Conversation]) -> list[Message]:
-        ledgers = [self._ledger(conversation) for conversation in conversations]
+        ledgers = [ledger_for(conversation, self.new_ledger) for conversation in conversations]
         caps = [
             min(self.max_new_tokens, c.max_tokens or self.max_new_tokens) for c in conversations
         ]
@@ -169,13 +169,8 @@ class TransformersPolicy:
         for i, (ledger, context, opening) in enumerate(
             zip(ledgers, contexts, openings, strict=True)
         ):
-            if not fits[i]:  # no reply, and it says why: the caller scores it as the failure it is
-                replies.append(
-                    Message(
-                        role="assistant",
-                        content=f"[context of {len(context)} tokens exceeds the model's {self.window}-token window]",
-                    )
-                )
+            if not fits[i]:
+                replies.append(context_too_long(len(context), self.window))
                 continue
             if opening is not None:
                 (sampled[i],) = self.generator(
@@ -186,20 +181,3 @@ class TransformersPolicy:
                 )
             replies.append(ledger.add_policy_turn(sampled[i][: caps[i]]))
         return replies
-
-    def _ledger(self, conversation: Conversation) -> TokenLedger:
-        """The conversation's ledger brought up to date with its messages (a fresh one when the
-        caller keeps none)."""
-        ledger = conversation.ledger
-        if ledger is None:
-            ledger = self.new_ledger()
-        if not isinstance(ledger, TokenLedger):
-            raise TypeError(
-                f"a transformers policy keeps a TokenLedger, not {type(ledger).__name__}"
-            )
-        known = len(ledger.messages)
-        if known == 0:
-            ledger.start(conversation.messages, conversation.tools)
-        elif len(conversation.messages) > known:
-            ledger.add_environment(conversation.messages[known:])
-        return ledger

@@ -34,6 +34,8 @@ from trustee_rl.task_files import FileTaskSource, load_task_file
 from trustee_rl.train.config import TrainConfig, TrainingRefused
 from trustee_rl.train.control import Reference, control_seed
 from trustee_rl.train.lora import base_quantization, check_qlora_support, save_merged, with_adapter
+from trustee_rl.train.ranks import Ranks, check_split, launched_processes, warm_start_share
+from trustee_rl.train.rollout import vllm_policy
 from trustee_rl.train.steps import StepContext, StepRecorder
 from trustee_rl.train.warmstart import (
     collect_demonstrations,
@@ -70,12 +72,7 @@ class Training:
         report: Reporter = print,
         control_of: Reference | None = None,
     ) -> None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            # Every rank would play the same episodes into one store: refused, not half-supported.
-            raise TrainingRefused(
-                "multi-process training (accelerate launch, torchrun) is not supported yet: run "
-                "one process; on several GPUs its layers spread over the visible ones"
-            )
+        check_split(config, launched_processes(), control=control_of is not None)
         self.config = config
         self.run_dir = run_dir
         self.report = report
@@ -92,18 +89,23 @@ class Training:
         self.environment = Environment(
             self.simulator, self.train_catalog, config.judge, config.taskgen
         )
-        self.store, self.resumed = RunStore.open_or_create(
-            run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS
-        )
+        self.ranks = Ranks.start()
+        if self.ranks.is_main:  # the store's one writer; the other ranks never open it
+            self.store, self.resumed = RunStore.open_or_create(
+                run_dir, config.model_dump(mode="json"), resume_keys=RESUME_KEYS
+            )
+        else:
+            self.report = _quiet  # one log, the main rank's
 
     def run(self) -> dict[str, StageRecord]:
         try:
             self._run()
-            return self.store.stages()
+            return self.store.stages() if self.ranks.is_main else {}
         finally:
             self.loop.run_until_complete(self.simulator.aclose())
             self.loop.close()
-            self.store.close()
+            if self.ranks.is_main:
+                self.store.close()
 
     def _run(self) -> None:
         if self.control_of is not None:
@@ -111,25 +113,30 @@ class Training:
             return
         config = self.config
         policy = self._open_policy(config.policy)  # first: a bad policy fails before any work
-        heldout = self._heldout_tasks()
-        stages = self.store.stages()
-        if "base" not in stages:
+        main = self.ranks.is_main
+        # Held-out tasks and scores are the main rank's; every rank learns which stages are done.
+        heldout = self._heldout_tasks() if main else []
+        stages = self.ranks.from_main(lambda: self.store.stages())
+        if main and "base" not in stages:
             self._score("base", heldout, policy)
         warm_dir = self.run_dir / "warm_start"
         if config.warm_start.enabled:
             warm = stages.get("warm_start")
             if warm is None:
                 self._warm_start(policy, warm_dir)
-            if warm is not None or config.lora.enabled:
+                self.ranks.barrier()  # until the main rank has saved what every rank loads
+            if warm is not None or config.lora.enabled or self.ranks.world_size > 1:
                 # GRPO starts from the warm-started weights (a GRPO checkpoint, if any, is
-                # loaded onto them), an adapter afresh, relative to them.
+                # loaded onto them), an adapter afresh, relative to them; every rank alike.
                 policy = self._open_policy(str(warm_dir))
-            if warm is None or warm.scores is None:
+            if main and (warm is None or warm.scores is None):
                 self._score("warm_start", heldout, policy)
         started = time.perf_counter()
         self._grpo(policy)
-        self._save(policy, self.run_dir / "final")
-        self._score("grpo", heldout, policy, {"wall_s": round(time.perf_counter() - started, 1)})
+        if main:  # saved and scored once
+            self._save(policy, self.run_dir / "final")
+            wall_s = round(time.perf_counter() - started, 1)
+            self._score("grpo", heldout, policy, {"wall_s": wall_s})
 
     def _control(self, reference: Reference) -> None:
         """Supervised training from the reference's warm start, for its GRPO's wall time."""
@@ -284,9 +291,12 @@ class Training:
     def _warm_start(self, policy: TransformersPolicy, out_dir: Path) -> None:
         config = self.config.warm_start
         started = time.perf_counter()
-        harvest = self.loop.run_until_complete(
-            collect_demonstrations(
-                self.environment, config, self.config.curriculum, self.config.seed
+        # Collected once; every rank trains on its share of each batch.
+        harvest = self.ranks.from_main(
+            lambda: self.loop.run_until_complete(
+                collect_demonstrations(
+                    self.environment, config, self.config.curriculum, self.config.seed
+                )
             )
         )
         demos, tried = harvest.demos, harvest.tasks_tried
@@ -305,12 +315,14 @@ class Training:
             policy.model,
             policy.tokenizer,
             examples,
-            config,
+            warm_start_share(config, self.ranks.world_size),
             self.run_dir / "warm_start_trainer",
             self.config.seed,
             bf16=self.config.bf16,
             gradient_checkpointing=self.config.gradient_checkpointing,
         )
+        if not self.ranks.is_main:  # the main rank saves and records the pass
+            return
         self._save(policy, out_dir)
         calls = harvest.sim_calls
         training = result | {
@@ -342,27 +354,33 @@ class Training:
         per_step = config.tasks_per_step * config.group_size
         checkpoints = self._grpo_checkpoints()
         resume_step = int(checkpoints[-1].name.split("-")[1]) if checkpoints else 0
-        # Steps after the last checkpoint are replayed by TRL; their records are replaced, not duplicated.
-        self.store.rewind(first_episode=resume_step * per_step, first_step=resume_step)
-        states = dict(self.store.curriculum_states())
-        curriculum = Curriculum(
-            config.curriculum,
-            CurriculumState.model_validate(states[resume_step - 1]) if resume_step else None,
-        )
+
+        def rewind() -> CurriculumState | None:
+            # Steps after the last checkpoint are replayed by TRL; their records are replaced,
+            # not duplicated.
+            self.store.rewind(first_episode=resume_step * per_step, first_step=resume_step)
+            states = dict(self.store.curriculum_states())
+            return CurriculumState.model_validate(states[resume_step - 1]) if resume_step else None
+
+        # Every rank resumes the curriculum where the main rank's store says.
+        curriculum = Curriculum(config.curriculum, self.ranks.from_main(rewind))
+        store = self.store if self.ranks.is_main else None
         runner = EpisodeRunner(
             self.environment,
             policy,
             new_ledger=policy.new_ledger,
             max_episode_tokens=config.max_episode_tokens,
-            store=self.store,
+            store=store,
         )
         recorder = StepRecorder(
-            StepContext(config, self.store, self.loop, self.report),
+            StepContext(config, store, self.loop, self.report, self.ranks),
             runner,
             self._training_tasks(curriculum),
             curriculum,
         )
-        arguments = GRPOConfig(**grpo_arguments(config, self.run_dir / "checkpoints"))
+        arguments = GRPOConfig(
+            **grpo_arguments(config, self.run_dir / "checkpoints", self.ranks.world_size)
+        )
         # TRL saves `processing_class` into every checkpoint: with the serving template each one
         # is as self-describing as final/ (the live format renders from its own template).
         with contextlib.suppress(ChatTemplateMismatch):
@@ -379,7 +397,14 @@ class Training:
                 rollout_func=recorder,
             )
         policy.model = trainer.model
+        if config.use_vllm:  # TRL's engine exists now; it loads the trained weights every step
+            sampler = vllm_policy(trainer.vllm_generation, policy)
+            runner.policy, runner.new_ledger = sampler, sampler.new_ledger
         trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+
+
+def _quiet(line: str) -> None:
+    """The report of a rank other than the main one."""
 
 
 @contextlib.contextmanager
@@ -397,9 +422,10 @@ def _tensorboard_dir(default: Path) -> Iterator[None]:
         del os.environ["TENSORBOARD_LOGGING_DIR"]
 
 
-def grpo_arguments(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
+def grpo_arguments(config: TrainConfig, output_dir: Path, processes: int = 1) -> dict[str, Any]:
     """TRL's GRPOConfig arguments: trustee's defaults, then the `trl:` section, then the fields
-    trustee's own settings decide (the keys of `GRPO_SET_BY_TRUSTEE`, which `trl:` may not set)."""
+    trustee's own settings decide (the keys of `GRPO_SET_BY_TRUSTEE`, which `trl:` may not set).
+    Over several `processes` each accumulates its share of the step."""
     per_step = config.tasks_per_step * config.group_size
     defaults: dict[str, Any] = {
         "lr_scheduler_type": "constant",
@@ -413,7 +439,7 @@ def grpo_arguments(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
         "epsilon": config.clip_epsilon,
         "num_generations": config.group_size,
         "per_device_train_batch_size": config.micro_batch_size,
-        "gradient_accumulation_steps": per_step // config.micro_batch_size,
+        "gradient_accumulation_steps": per_step // (config.micro_batch_size * processes),
         "max_steps": config.steps,
         "save_steps": config.checkpoint_every,
         "seed": config.seed,

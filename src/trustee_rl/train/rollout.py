@@ -9,11 +9,17 @@ episode's token ledger verbatim; environment turns are rendered once and masked 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.policy.vllm import ColocatedEngine, ServerEngine, VLLMPolicy
 from trustee_rl.runner import DrawnTask, EpisodeRunner, Played
 from trustee_rl.schema import Task
 from trustee_rl.seeding import derive_seed
+from trustee_rl.train.config import TrainingRefused
+
+if TYPE_CHECKING:
+    from trustee_rl.policy.transformers import TransformersPolicy
 
 
 @dataclass
@@ -24,6 +30,8 @@ class Trajectory:
     prompt_ids: list[int]
     completion_ids: list[int]
     env_mask: list[int]
+    # The log-probability each completion token was sampled with, where the policy reports them.
+    logprobs: list[float] | None = None
 
     @property
     def task(self) -> Task:
@@ -68,7 +76,13 @@ async def play_groups(
         ledger = played.ledger
         assert isinstance(ledger, TokenLedger)  # the trainer's runner always keeps ledgers
         trajectories.append(
-            Trajectory(played, ledger.prompt_ids, ledger.completion_ids, ledger.completion_mask)
+            Trajectory(
+                played,
+                ledger.prompt_ids,
+                ledger.completion_ids,
+                ledger.completion_mask,
+                ledger.sampling_logprobs,
+            )
         )
     return trajectories
 
@@ -94,3 +108,29 @@ def group_rewards(
                 trajectory.env_mask = [0] * len(trajectory.env_mask)
             rewards.append(fill if trajectory.reward is None else trajectory.reward)
     return rewards
+
+
+def vllm_policy(generation: Any, policy: TransformersPolicy) -> VLLMPolicy:
+    """`policy` sampled by TRL's vLLM engine (a GRPOTrainer's `vllm_generation`): the `vllm.LLM`
+    it holds in colocate mode, its `VLLMClient` in server mode. TRL loads the trained weights into
+    it before each rollout; chat format, caps, temperature and seeding are `policy`'s."""
+    engine: ColocatedEngine | ServerEngine
+    if generation.mode == "colocate":
+        if generation.enable_sleep_mode:
+            raise TrainingRefused("vllm_enable_sleep_mode is not supported with use_vllm")
+        colocated = engine = ColocatedEngine(generation.llm)
+        # TRL's colocate sync writes each tensor through vLLM's `model.load_weights`, which the
+        # CPU backend cannot take (see `ColocatedEngine.load_weights`); the tensors are TRL's
+        # own (adapters merged, names as vLLM reads them).
+        generation.sync_weights = lambda: colocated.load_weights(generation._iter_named_params())
+    else:
+        engine = ServerEngine(generation.vllm_client)
+    return VLLMPolicy(
+        engine,
+        policy.tokenizer,
+        name=policy.name,
+        chat_format=policy.chat_format,
+        max_new_tokens=policy.max_new_tokens,
+        temperature=policy.generator.temperature,
+        batch_sampling=policy.batch_sampling,
+    )

@@ -7,16 +7,16 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from trustee_rl.curriculum import Curriculum
-from trustee_rl.policy.ledger import TokenLedger
+from trustee_rl.curriculum import Curriculum, CurriculumState
 from trustee_rl.runner import EpisodeRunner, TaskDrawer, Timings, advance_curriculum
 from trustee_rl.sim.rules import IMITATION
 from trustee_rl.sim.structured import SimulatorError
 from trustee_rl.store import RunStore
 from trustee_rl.train.config import TrainConfig, TrainingRefused
+from trustee_rl.train.ranks import Ranks, StepResults
 from trustee_rl.train.rollout import GroupStats, Trajectory, group_rewards, play_groups
 
 # Groups of the first PROBE_STEPS rollouts decide whether the run has any reward signal.
@@ -28,9 +28,10 @@ class StepContext:
     """What the recorder needs from the training run."""
 
     config: TrainConfig
-    store: RunStore
+    store: RunStore | None  # the main rank's; the other ranks send it what they play
     loop: asyncio.AbstractEventLoop
     report: Callable[[str], None]
+    ranks: Ranks = field(default_factory=Ranks)
 
 
 class StepRecorder:
@@ -54,26 +55,33 @@ class StepRecorder:
         stats = GroupStats()
         trajectories = self.context.loop.run_until_complete(self._play(step, len(slots)))
         rewards = group_rewards(trajectories, config.group_size, stats)
-        self._check_signal(stats)
-        self._record(step, trajectories, stats)
+        self.curriculum.state = self.context.ranks.share_step(
+            StepResults.of(trajectories, stats, self.runner.timings),
+            lambda every_rank: self._record(step, every_rank),
+        )
         order = trajectory_order(slots, config.group_size)
+        logprobs = [trajectories[i].logprobs for i in order]
         return {
             "prompt_ids": [trajectories[i].prompt_ids for i in order],
             "completion_ids": [trajectories[i].completion_ids for i in order],
-            "logprobs": None,
+            # Aligned with completion_ids where the policy reports them (vLLM), for TRL's
+            # importance-sampling correction; masked positions hold a placeholder.
+            "logprobs": None if None in logprobs else logprobs,
             "env_mask": [trajectories[i].env_mask for i in order],
             "reward": [rewards[i] for i in order],
         }
 
     async def _play(self, step: int, groups: int) -> list[Trajectory]:
+        # This rank's groups follow those of the ranks before it (see ranks.py).
+        first_group = step * self.context.config.tasks_per_step + self.context.ranks.rank * groups
         tasks = []
-        for slot in range(groups):
-            drawn = await self.tasks.draw(step * self.context.config.tasks_per_step + slot)
+        for slot in range(first_group, first_group + groups):
+            drawn = await self.tasks.draw(slot)
             if drawn.task is None:
                 raise SimulatorError(f"step {step}, group {slot}: {drawn.failure}")
             tasks.append(drawn)
         config = self.context.config
-        first_index = step * config.tasks_per_step * config.group_size
+        first_index = first_group * config.group_size
         self.runner.timings = Timings()  # the split is per step
         return await play_groups(self.runner, tasks, config.group_size, first_index, config.seed)
 
@@ -91,37 +99,39 @@ class StepRecorder:
                 "or lower the starting difficulty."
             )
 
-    def _record(self, step: int, trajectories: list[Trajectory], stats: GroupStats) -> None:
-        for trajectory in trajectories:
-            self.runner.record(trajectory.played)
+    def _record(self, step: int, results: StepResults) -> CurriculumState:
+        """Every rank's episodes of the step, stored in one transaction with the curriculum state
+        they lead to (the main rank's work); returns that state."""
+        self._check_signal(results.stats)
+        trajectories = results.trajectories
+        store = self.context.store
+        assert store is not None  # only the main rank records, and it holds the store
         level = self.curriculum.level
-        scored = advance_curriculum(
-            self.curriculum,
-            step,
-            [(t.task, t.played.verdict) for t in trajectories],
-            self.context.store,
-        )
+        with store.transaction():
+            for trajectory in trajectories:
+                self.runner.record(trajectory.played)
+            scored = advance_curriculum(
+                self.curriculum, step, [(t.task, t.played.verdict) for t in trajectories], store
+            )
         calls = [call for t in trajectories for call in t.played.episode.tool_calls]
         turns = [
             m for t in trajectories for m in t.played.episode.messages if m.role == "assistant"
         ]
-        ledgers = [t.played.ledger for t in trajectories]
         self.pending = {
             "reward_mean": sum(scored) / len(scored) if scored else math.nan,
             "difficulty": level,
             "scored": float(len(scored)),
-            "zero_variance_groups": float(stats.zero_variance),
+            "zero_variance_groups": float(results.stats.zero_variance),
             "tool_calls_per_episode": len(calls) / max(len(trajectories), 1),
             "valid_call_share": sum(c.parse_error is None for c in calls) / max(len(calls), 1),
             # Reward-hacking signals: what a policy gaming the judge would do more of.
             "calls_per_turn": len(calls) / max(len(turns), 1),
             "parse_errors": float(sum(c.parse_error is not None for c in calls)),
             "imitating_turns": float(sum(bool(IMITATION.search(m.content or "")) for m in turns)),
-            "truncated_turns": float(
-                sum(ledger.truncated_turns for ledger in ledgers if isinstance(ledger, TokenLedger))
-            ),
-            **self.runner.timings.as_dict(),
+            "truncated_turns": float(results.truncated_turns),
+            **results.timings.as_dict(),
         }
+        return self.curriculum.state
 
     def trainer_class(self) -> type[Any]:
         """TRL's GRPOTrainer whose log carries each step's metrics: every tracker TRL reports to
@@ -148,6 +158,8 @@ class StepRecorder:
         return self.pending | {"step_time_s": time.perf_counter() - self.step_started}
 
     def log_step(self, step: int, logs: dict[str, Any]) -> None:
+        if self.context.store is None:  # another rank: the main rank logs the step
+            return
         names = [*self.pending, "step_time_s", "loss", "kl", "grad_norm", "learning_rate"]
         values = {
             name: float(logs[name]) for name in names if isinstance(logs.get(name), int | float)
