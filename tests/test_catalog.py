@@ -385,7 +385,7 @@ def test_every_shipped_schema_compiles_to_a_llama_cpp_grammar() -> None:
     from llama_cpp import llama_cpp as bindings
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    from trustee_rl.lm.embedded import default_model_path
+    from trustee_rl.lm.model_files import default_model_path
 
     llama = Llama(str(default_model_path()), vocab_only=True, verbose=False)
     vocab = bindings.llama_model_get_vocab(llama.model)

@@ -18,7 +18,8 @@ import jsonschema
 import pytest
 
 from trustee_rl.lm.base import LM, LMError, LMUnavailable
-from trustee_rl.lm.embedded import EmbeddedLM, default_model_path
+from trustee_rl.lm.embedded import EmbeddedLM
+from trustee_rl.lm.model_files import default_model_path
 
 SYSTEM = {"role": "system", "content": "You are a concise assistant for a travel agency."}
 PROMPT_A = [SYSTEM, {"role": "user", "content": "Suggest a weekend trip from Paris."}]

@@ -200,3 +200,14 @@ def test_a_command_needing_a_missing_extra_says_which_in_one_line(
         f"error: {command} needs the {extra} extra: pip install 'trustee-rl[{extra}]'\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_the_trainable_policy_loads_without_llama_cpp() -> None:
+    """The train extra alone must reach a transformers policy: finding the embedded model's file
+    is not running it."""
+    result = run_python(
+        "import sys\nimport trustee_rl.policy.model, trustee_rl.train.grpo\n"
+        "print('llama_cpp' in sys.modules)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

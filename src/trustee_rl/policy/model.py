@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from trustee_rl.lm.embedded import cache_dir, default_model_path
+from trustee_rl.lm.model_files import cache_dir, default_model_path
 from trustee_rl.policy.chat import AUTO, ChatFormat, ChatTemplateMismatch, chat_format_for
 
 EMBEDDED = "embedded"
