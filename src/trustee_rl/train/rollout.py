@@ -112,8 +112,8 @@ def group_rewards(
 
 def vllm_policy(generation: Any, policy: TransformersPolicy) -> VLLMPolicy:
     """`policy` sampled by TRL's vLLM engine (a GRPOTrainer's `vllm_generation`): the `vllm.LLM`
-    it holds in colocate mode, its `VLLMClient` in server mode. TRL loads the trained weights into
-    it before each rollout; chat format, caps, temperature and seeding are `policy`'s."""
+    it holds in colocate mode, its `VLLMClient` in server mode. TRL has the trained weights loaded
+    into it before each rollout; chat format, caps, temperature and seeding are `policy`'s."""
     engine: ColocatedEngine | ServerEngine
     if generation.mode == "colocate":
         if generation.enable_sleep_mode:
@@ -124,7 +124,13 @@ def vllm_policy(generation: Any, policy: TransformersPolicy) -> VLLMPolicy:
         # own (adapters merged, names as vLLM reads them).
         generation.sync_weights = lambda: colocated.load_weights(generation._iter_named_params())
     else:
-        engine = ServerEngine(generation.vllm_client)
+        client = getattr(generation, "vllm_client", None)
+        if client is None:  # TRL connects the main process alone to the server
+            raise TrainingRefused(
+                "use_vllm in server mode trains in one process: TRL connects only the main "
+                "process to the vLLM server"
+            )
+        engine = ServerEngine(client)
     return VLLMPolicy(
         engine,
         policy.tokenizer,
