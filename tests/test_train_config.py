@@ -15,10 +15,11 @@ def test_presets_load_and_paper_matches_the_reported_setup() -> None:
     assert (cpu.policy, cpu.simulator, cpu.bf16, cpu.warm_start.enabled) == (
         "embedded",
         "embedded",
-        native_bf16(),  # "auto": on where this machine computes bf16 natively
+        False,
         True,
     )
-    assert load_train_config("cpu", overrides=["bf16=false"]).bf16 is False
+    # "auto" (the default outside the cpu preset): on where the machine computes bf16 natively.
+    assert load_train_config("cpu", overrides=["bf16=auto"]).bf16 is native_bf16()
     paper = load_train_config("paper")
     assert paper.learning_rate == 1e-6 and paper.steps == 200
     assert (paper.tasks_per_step, paper.group_size, paper.kl_beta, paper.clip_epsilon) == (
