@@ -67,9 +67,8 @@ def open_transformers_policy(
     batch_size: int | None = None,
     batch_sampling: bool = False,
 ) -> TransformersPolicy:
-    """The trainable backend: `embedded`, a checkpoint dir or a hub id; under bf16 autocast where
-    the machine computes bf16 natively, as training there does."""
-    from trustee_rl.policy.model import load_policy, native_bf16
+    """The trainable backend: `embedded`, a checkpoint dir or a hub id, in float32."""
+    from trustee_rl.policy.model import load_policy
     from trustee_rl.policy.transformers import DEFAULT_BATCH, TransformersPolicy
 
     model, tokenizer = load_policy(spec)
@@ -82,7 +81,6 @@ def open_transformers_policy(
         temperature=temperature,
         batch_size=batch_size or DEFAULT_BATCH,
         batch_sampling=batch_sampling,
-        bf16=native_bf16(),
     )
 
 

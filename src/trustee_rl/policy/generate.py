@@ -68,11 +68,13 @@ class Generator:
         for row, ids in enumerate(contexts):  # left padding keeps every row's last token aligned
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
-        model = self._decoder()
+        # A cached opening was computed by the float32 model (OpeningCache): what extends it must
+        # be too, or its keys and the new queries differ in dtype.
+        model = self._decoder() if prefix_cache is None else self.model
         was_training = model.training
         model.eval()
         try:
-            with autocast(model, self.bf16 and model is self.model):
+            with autocast(model, self.bf16 and model is self.model and prefix_cache is None):
                 output = model.generate(
                     input_ids=input_ids.to(model.device),  # the first GPU of a spread model
                     attention_mask=attention.to(model.device),

@@ -76,7 +76,7 @@ class TransformersPolicy:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.window = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
-        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id, bf16=bf16)
+        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id)
         self._pending: list[tuple[Conversation, asyncio.Future[Message]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -88,7 +88,7 @@ class TransformersPolicy:
     def model(self, model: Any) -> None:
         """A trainer may wrap the model it was given; generation must follow the wrapped one."""
         self.generator.model = model
-        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id, bf16=self.bf16)
+        self.openings = OpeningCache(model, self.chat_format.end_of_turn_id)
 
     def new_ledger(self) -> TokenLedger:
         """An empty token ledger for one episode; pass it in every `Conversation` of the episode."""
