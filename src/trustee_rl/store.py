@@ -3,7 +3,7 @@
 It holds the run config, tasks, episodes with their verdicts, curriculum states and metrics, so a
 run can be resumed exactly (episodes are keyed by their run-wide index) and reported on while it
 trains. The file is in WAL mode: one process writes (from a single thread), others may read at the
-same time.
+same time. Its schema is in store_schema.py.
 """
 
 from __future__ import annotations
@@ -22,42 +22,10 @@ from trustee_rl.migrations import SchemaTooNew, migrate
 from trustee_rl.schema import Episode, StageRecord, Task, Verdict
 from trustee_rl.sqlite_snapshot import read_snapshot
 from trustee_rl.store_export import ExportFormat, write_export
+from trustee_rl.store_schema import MIGRATIONS as MIGRATIONS  # re-exported: tests extend it
+from trustee_rl.store_schema import migration_statements, store_problem
 
 STORE_FILE = "run.sqlite"
-
-# Append-only: a released migration is never edited, only followed by new ones, so every run file
-# ever written can be brought up to date. Migration N is MIGRATIONS[N - 1].
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE tasks (
-        id TEXT PRIMARY KEY, seed INTEGER NOT NULL, domain TEXT NOT NULL, level REAL NOT NULL,
-        json TEXT NOT NULL, created_at REAL NOT NULL
-    );
-    CREATE INDEX tasks_by_creation ON tasks (created_at, id);
-    -- scored is NULL until the episode has a verdict, then 0 or 1.
-    CREATE TABLE episodes (
-        id TEXT PRIMARY KEY, idx INTEGER NOT NULL UNIQUE, task_id TEXT NOT NULL,
-        status TEXT NOT NULL, reward REAL, scored INTEGER, json TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX episodes_by_status ON episodes (status);
-    CREATE TABLE verdicts (episode_id TEXT PRIMARY KEY, json TEXT NOT NULL);
-    CREATE TABLE curriculum (step INTEGER PRIMARY KEY, json TEXT NOT NULL);
-    -- value is nullable because SQLite stores NaN as NULL.
-    CREATE TABLE metrics (
-        step INTEGER NOT NULL, name TEXT NOT NULL, value REAL, PRIMARY KEY (step, name)
-    );
-    """,
-    """
-    -- Tasks frozen before training to score every stage on; position keeps their order.
-    CREATE TABLE heldout_tasks (position INTEGER PRIMARY KEY, json TEXT NOT NULL);
-    -- One row per finished training stage (base, warm_start, grpo): its held-out scores.
-    CREATE TABLE stages (
-        name TEXT PRIMARY KEY, position INTEGER NOT NULL, json TEXT NOT NULL
-    );
-    """,
-]
 
 _COMPLETED = "status IN ('done', 'failed') AND id IN (SELECT episode_id FROM verdicts)"
 _NOT_A_STORE_CODES = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
@@ -180,8 +148,8 @@ class RunStore:
             ) from error
 
     def _migrate(self) -> None:
-        # Read at call time, so a test can append a migration.
-        scripts = [tuple(_statements(script)) for script in MIGRATIONS]
+        # This module's MIGRATIONS, read at call time, so a test can append a migration.
+        scripts = [tuple(migration_statements(script)) for script in MIGRATIONS]
         try:
             migrate(self._conn, scripts, f"run dir {self.run_dir}: {STORE_FILE}")
         except SchemaTooNew as error:
@@ -493,7 +461,7 @@ def _uri(path: Path, mode: Literal["ro", "rw", "rwc"]) -> str:
 def _check_is_store(run_dir: Path, conn: sqlite3.Connection) -> None:
     """Raise unless `conn` reads a healthy run store."""
     try:
-        problem = _store_problem(conn)
+        problem = store_problem(conn)
     except sqlite3.DatabaseError as error:
         raise _unreadable(run_dir, error) from error
     if problem is not None:
@@ -508,27 +476,6 @@ def _unreadable(run_dir: Path, error: sqlite3.Error) -> StoreError:
             f"run dir {run_dir}: {STORE_FILE} is not a trustee-rl run store ({error})"
         )
     return StoreError(f"run dir {run_dir}: cannot read {STORE_FILE} ({error})")
-
-
-def _store_problem(conn: sqlite3.Connection) -> str | None:
-    check = conn.execute("PRAGMA quick_check").fetchall()
-    if check != [("ok",)]:
-        return "quick_check: " + " ".join(str(check[0][0]).split())
-    table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
-    ).fetchone()
-    return None if table is not None else "no _migrations table"
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration script into single statements (executescript would commit midway)."""
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \t\n;"):
-                yield pending
-            pending = ""
 
 
 def _dumps(value: Any, what: str) -> str:

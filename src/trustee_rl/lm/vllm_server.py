@@ -13,6 +13,7 @@ running interpreter's environment (`bash scripts/setup.sh --vllm`).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import importlib.util
 import os
@@ -21,8 +22,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -38,6 +40,7 @@ STARTUP_TIMEOUT_S = 900.0
 _POLL_S = 0.5
 _STOP_GRACE_S = 30.0
 _TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class VLLMStartError(LMUnavailable):
@@ -155,6 +158,7 @@ class VLLMServer:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_exit_with_parent(),
         )
         try:
             self._wait_until_serving()
@@ -231,6 +235,21 @@ class VLLMServer:
     def _start_error(self, summary: str) -> VLLMStartError:
         tail = self.log_tail()
         return VLLMStartError(summary, f"last lines of its log:\n{tail}" if tail else "")
+
+
+def _exit_with_parent() -> Callable[[], None] | None:
+    """On Linux, a function for the child to run before vLLM starts: it asks the kernel for SIGTERM
+    when the thread that started it ends, so a caller killed outright (SIGKILL) leaves no server
+    behind; vLLM's API server stops its engine processes on SIGTERM. None elsewhere, and off the
+    main thread, whose end would stop the server too early."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return arm
 
 
 def _cpu_build() -> bool:
