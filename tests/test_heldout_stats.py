@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from trustee_rl.cli.train import _print_stages
-from trustee_rl.heldout import first_reply_scores, score_intervals, stage_tests
+from trustee_rl.heldout import (
+    first_reply_scores,
+    format_scores,
+    problem_counts,
+    score_intervals,
+    stage_tests,
+)
 from trustee_rl.report import build_report
 from trustee_rl.schema import HeldoutScores, Message, StageRecord, ToolCall
 from trustee_rl.stats import McNemar, PairedBootstrap
@@ -155,3 +161,30 @@ def test_a_first_reply_is_graded_by_its_first_call_alone() -> None:
     assert (first.valid_call, first.right_tool, first.argument_accuracy) == (True, True, 1.0)
     assert (second.valid_call, second.right_tool, second.argument_accuracy) == (False, True, 0.0)
     assert (third.valid_call, third.right_tool, third.argument_accuracy) == (False, False, 0.0)
+
+
+def test_replies_without_a_valid_call_are_counted_by_what_went_wrong() -> None:
+    task = make_task(id="problems")
+    calls = [
+        ToolCall(name="get_weather", arguments={"city": "Oslo"}),
+        ToolCall(name="get_weather", arguments={"city": 3}),
+        ToolCall(name="get_weather", arguments={"town": "Oslo"}),
+        ToolCall(name="get_weather", arguments={"city": "Oslo", "when": "now"}),
+        ToolCall(name="book_flight", arguments={}),
+        ToolCall(name="get_weather", arguments={}, parse_error="Expecting ',' delimiter"),
+    ]
+    scores = first_reply_scores(
+        [task] * 8,
+        [Message(role="assistant", tool_calls=[call]) for call in calls]
+        + [Message(role="assistant", content="It is sunny.")] * 2,
+    )
+    assert [o.call_problem is None for o in scores.per_task] == [True] + [False] * 7
+    assert problem_counts(scores) == {
+        "no call": 2,
+        "missing argument": 1,  # "town" is not a parameter, and "city" is required
+        "argument of the wrong type": 1,
+        "unexpected argument": 1,
+        "unknown tool": 1,
+        "unparsable call": 1,
+    }
+    assert "no valid call: no call 2, " in format_scores(scores)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from trustee_rl.curriculum import CurriculumConfig
+from trustee_rl.runner import HELDOUT, SpreadTaskSource
 from trustee_rl.policy.factory import open_transformers_policy
 from trustee_rl.schema import Task
 from trustee_rl.sim.taskgen import TaskGenConfig
@@ -90,3 +91,14 @@ async def test_only_the_agent_turns_are_trained_on() -> None:
     # The user's answer and the tool results are context, never targets.
     environment_text = [m.content or "" for m in demo.turns if m.role in ("user", "tool")]
     assert all(text not in trained for text in environment_text if len(text) > 12)
+
+
+async def test_a_spread_task_set_spans_difficulty_evenly() -> None:
+    async with environment(TEMPLATES) as env:
+        source = SpreadTaskSource(env, CurriculumConfig(), 5, HELDOUT, max_level=50)
+        tasks = await source.draw_many(16)
+        again = await source.draw_many(16)
+    levels = [task.difficulty.level for task in tasks]
+    assert sorted(set(levels)) == [1 + 7 * bucket for bucket in range(8)]
+    assert levels[:8] == levels[8:] == sorted(levels[:8])  # index i sits in bucket i % 8
+    assert [t.model_dump() for t in tasks] == [t.model_dump() for t in again]

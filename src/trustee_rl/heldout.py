@@ -25,6 +25,16 @@ from trustee_rl.stats import (
 )
 
 CHUNK = 16
+# Kinds of call problems, by what `call_error`'s message says (jsonschema's wording for arguments).
+_PROBLEM_KINDS = (
+    ("no call", "no call"),
+    ("could not parse", "unparsable call"),
+    ("unknown tool", "unknown tool"),
+    ("is not of type", "argument of the wrong type"),
+    ("is a required property", "missing argument"),
+    ("Additional properties", "unexpected argument"),
+    ("is not one of", "value outside the enum"),
+)
 # The rates of HeldoutScores: pass/fail per task, and the one graded per task.
 PASS_FAIL = ("any_call", "valid_call", "right_tool")
 GRADED = ("argument_accuracy",)
@@ -70,7 +80,8 @@ def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScor
     outcomes = []
     for task, reply in zip(tasks, replies, strict=True):
         call = reply.tool_calls[0] if reply.tool_calls else None
-        valid = call is not None and call_error(call, task) is None
+        problem = "no call" if call is None else call_error(call, task)
+        valid = problem is None
         if not task.expected_calls:  # no offered tool fits: declining is the right move
             outcomes.append(
                 HeldoutOutcome(
@@ -79,6 +90,7 @@ def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScor
                     valid_call=valid,
                     right_tool=call is None,
                     argument_accuracy=float(call is None),
+                    call_problem=problem,
                 )
             )
             continue
@@ -94,6 +106,7 @@ def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScor
                 valid_call=valid,
                 right_tool=call is not None and call.name == expected.name,
                 argument_accuracy=leaf_score(expected, call) if call is not None else 0.0,
+                call_problem=problem,
             )
         )
     n = max(len(tasks), 1)
@@ -105,6 +118,19 @@ def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScor
         argument_accuracy=sum(o.argument_accuracy for o in outcomes) / n,
         per_task=outcomes,
     )
+
+
+def problem_counts(scores: HeldoutScores) -> dict[str, int]:
+    """How many first replies fail to make a valid call, by kind of failure (most first)."""
+    kinds: dict[str, int] = {}
+    for outcome in scores.per_task:
+        if outcome.call_problem is not None:
+            label = next(
+                (kind for words, kind in _PROBLEM_KINDS if words in outcome.call_problem),
+                "other invalid arguments",
+            )
+            kinds[label] = kinds.get(label, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda item: -item[1]))
 
 
 def score_intervals(scores: HeldoutScores) -> dict[str, Interval]:
@@ -161,3 +187,19 @@ def format_test(test: McNemar | PairedBootstrap) -> str:
     if isinstance(test, McNemar):
         return f"{p} (+{test.c}/−{test.b})"
     return f"{p} (Δ{100 * test.difference:+.1f} pts)"
+
+
+def format_scores(scores: HeldoutScores) -> str:
+    """Each rate with its 95 % interval in brackets (Wilson; a bootstrap for argument accuracy)."""
+    intervals = score_intervals(scores)
+    rates = (
+        f"{name.replace('_', ' ')} {getattr(scores, name):.1%}"
+        + (f" {format_interval(intervals[name])}" if name in intervals else "")
+        for name in RATES
+    )
+    problems = ", ".join(f"{kind} {count}" for kind, count in problem_counts(scores).items())
+    return (
+        ", ".join(rates)
+        + f" ({scores.tasks} tasks)"
+        + (f"; no valid call: {problems}" if problems else "")
+    )

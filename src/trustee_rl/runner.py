@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from trustee_rl.curriculum import Curriculum
+from trustee_rl.curriculum import Curriculum, CurriculumConfig
 from trustee_rl.environment import Environment
 from trustee_rl.episode import EpisodeEnv
 from trustee_rl.lm.base import LMError, LMUnavailable
@@ -96,13 +96,58 @@ class TaskSource:
 
     async def draw_many(self, count: int) -> list[Task]:
         """`count` tasks, keys 0..count-1; raises when any cannot be written."""
-        drawn = [await self.draw(position) for position in range(count)]
-        failed = [d.failure for d in drawn if d.task is None]
-        if failed:
-            raise SimulatorError(
-                f"{len(failed)} of {count} tasks could not be written: {failed[0]}"
+        return _all_written([await self.draw(position) for position in range(count)])
+
+
+def _all_written(drawn: list[DrawnTask]) -> list[Task]:
+    failed = [d.failure for d in drawn if d.task is None]
+    if failed:
+        raise SimulatorError(
+            f"{len(failed)} of {len(drawn)} tasks could not be written: {failed[0]}"
+        )
+    return [d.task for d in drawn if d.task is not None]
+
+
+# Task sets spread over difficulty are drawn at this many evenly spaced levels.
+LEVEL_BUCKETS = 8
+
+
+class SpreadTaskSource:
+    """Tasks at `LEVEL_BUCKETS` evenly spaced fixed difficulty levels from 1 to `max_level`, the
+    curriculum's other settings (the share of tasks no tool fits, say) held: task `index` comes
+    from level bucket `index % LEVEL_BUCKETS`, so any run of consecutive tasks spans the range."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        curriculum: CurriculumConfig,
+        seed: int,
+        stream: Stream,
+        max_level: float,
+    ) -> None:
+        self.sources = [
+            TaskSource(
+                environment,
+                Curriculum(
+                    curriculum.model_copy(
+                        update={
+                            "initial_level": 1 + (max_level - 1) * bucket / (LEVEL_BUCKETS - 1),
+                            "mode": "fixed",
+                        }
+                    )
+                ),
+                seed,
+                stream,
             )
-        return [d.task for d in drawn if d.task is not None]
+            for bucket in range(LEVEL_BUCKETS)
+        ]
+
+    async def draw(self, index: int, /) -> DrawnTask:
+        return await self.sources[index % LEVEL_BUCKETS].draw(index)
+
+    async def draw_many(self, count: int) -> list[Task]:
+        """`count` tasks, indices 0..count-1; raises when any cannot be written."""
+        return _all_written([await self.draw(index) for index in range(count)])
 
 
 @dataclass

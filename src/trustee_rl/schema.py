@@ -328,6 +328,8 @@ class HeldoutOutcome(Record):
     valid_call: bool
     right_tool: bool
     argument_accuracy: float
+    # Why the first call is not valid ("no call", or the executor's error); None when it is.
+    call_problem: str | None = None
 
 
 class HeldoutScores(Record):

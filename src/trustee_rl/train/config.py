@@ -132,6 +132,12 @@ class EvalConfig(BaseModel):
         description="each first reply is read this far at most (and only to its first call's "
         "end); the expected calls of held-out tasks at D=10 run to about 120 tokens",
     )
+    max_level: float = Field(
+        default=40,
+        ge=1,
+        le=100,
+        description="held-out tasks are spread evenly over difficulty 1..max_level",
+    )
     seed: int = 1_000_003
     holdout_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="catalog domains never trained on"

@@ -17,17 +17,24 @@ from typing import Any
 
 import torch
 
-from trustee_rl.curriculum import Curriculum, CurriculumConfig, CurriculumState
+from trustee_rl.curriculum import Curriculum, CurriculumState
 from trustee_rl.environment import Environment
-from trustee_rl.heldout import RATES, format_interval, score_first_replies, score_intervals
+from trustee_rl.heldout import format_scores, score_first_replies
 from trustee_rl.lm import open_lm
 from trustee_rl.lm.cache import CachedLM
 from trustee_rl.policy.chat import ChatTemplateMismatch
 from trustee_rl.policy.factory import policy_label
 from trustee_rl.policy.model import load_policy, save_policy
 from trustee_rl.policy.transformers import TransformersPolicy
-from trustee_rl.runner import HELDOUT, TRAINING, EpisodeRunner, TaskDrawer, TaskSource
-from trustee_rl.schema import HeldoutScores, StageName, StageRecord, Task
+from trustee_rl.runner import (
+    HELDOUT,
+    TRAINING,
+    EpisodeRunner,
+    SpreadTaskSource,
+    TaskDrawer,
+    TaskSource,
+)
+from trustee_rl.schema import StageName, StageRecord, Task
 from trustee_rl.sim.catalog import load_catalog
 from trustee_rl.store import RunStore
 from trustee_rl.task_files import FileTaskSource, load_task_file
@@ -238,13 +245,20 @@ class Training:
         if frozen or self.config.eval.tasks == 0:
             return frozen
         self.report(
-            f"freezing {self.config.eval.tasks} held-out tasks from {len(self.heldout_catalog.domains)} unseen domains"
+            f"freezing {self.config.eval.tasks} held-out tasks from "
+            f"{len(self.heldout_catalog.domains)} unseen domains, "
+            f"difficulty 1 to {self.config.eval.max_level:g}"
         )
         environment = Environment(
             self.simulator, self.heldout_catalog, self.config.judge, self.config.taskgen
         )
-        level = CurriculumConfig(initial_level=self.config.curriculum.initial_level, mode="fixed")
-        source = TaskSource(environment, Curriculum(level), self.config.eval.seed, HELDOUT)
+        source = SpreadTaskSource(
+            environment,
+            self.config.curriculum,
+            self.config.eval.seed,
+            HELDOUT,
+            self.config.eval.max_level,
+        )
         tasks = self.loop.run_until_complete(source.draw_many(self.config.eval.tasks))
         self.store.freeze_heldout_tasks(tasks)
         return tasks
@@ -481,14 +495,3 @@ def simulated_reward(
 ) -> list[float]:
     """The judge's reward, computed during the rollout and forwarded by TRL."""
     return reward
-
-
-def format_scores(scores: HeldoutScores) -> str:
-    """Each rate with its 95 % interval in brackets (Wilson; a bootstrap for argument accuracy)."""
-    intervals = score_intervals(scores)
-    rates = (
-        f"{name.replace('_', ' ')} {getattr(scores, name):.1%}"
-        + (f" {format_interval(intervals[name])}" if name in intervals else "")
-        for name in RATES
-    )
-    return ", ".join(rates) + f" ({scores.tasks} tasks)"

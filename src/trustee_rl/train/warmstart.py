@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trustee_rl.curriculum import Curriculum, CurriculumConfig
+from trustee_rl.curriculum import CurriculumConfig
 from trustee_rl.environment import Environment
 from trustee_rl.heldout import opening
 from trustee_rl.policy.chat import ChatFormat
 from trustee_rl.policy.ledger import TokenLedger
-from trustee_rl.runner import DEMONSTRATION, DrawnTask, TaskSource
+from trustee_rl.runner import DEMONSTRATION, DrawnTask, SpreadTaskSource
 from trustee_rl.schema import Episode, Message, SimCall, Task, ToolCall
 from trustee_rl.seeding import derive_rng
 from trustee_rl.sim import templates
@@ -31,8 +31,6 @@ from trustee_rl.sim.judge import Judge, JudgeConfig
 from trustee_rl.sim.structured import SimulatorContext
 from trustee_rl.train.config import WarmStartConfig
 
-# Demonstrations are drawn at this many evenly spaced difficulty levels.
-LEVEL_BUCKETS = 8
 # Tasks written concurrently (they only wait on the simulator when it writes requests).
 CONCURRENT_DRAWS = 16
 RULES_JUDGE = Judge(None, JudgeConfig(mode="rules", reward="graded"))
@@ -102,31 +100,14 @@ async def collect_demonstrations(
     """Up to `config.demos` accepted demonstrations over `config.max_attempts` tasks at most,
     spread over difficulty levels 1..`config.max_level`; the training curriculum's other settings
     (the share of tasks no tool fits, say) hold."""
-    sources = [
-        TaskSource(
-            environment,
-            Curriculum(
-                curriculum.model_copy(
-                    update={
-                        "initial_level": 1 + (config.max_level - 1) * bucket / (LEVEL_BUCKETS - 1),
-                        "mode": "fixed",
-                    }
-                )
-            ),
-            seed,
-            DEMONSTRATION,
-        )
-        for bucket in range(LEVEL_BUCKETS)
-    ]
+    source = SpreadTaskSource(environment, curriculum, seed, DEMONSTRATION, config.max_level)
     harvest = Harvest([], 0, [])
     while len(harvest.demos) < config.demos and harvest.tasks_tried < config.max_attempts:
         keys = range(
             harvest.tasks_tried,
             min(harvest.tasks_tried + CONCURRENT_DRAWS, config.max_attempts),
         )
-        drawn: list[DrawnTask] = await asyncio.gather(
-            *(sources[key % LEVEL_BUCKETS].draw(key) for key in keys)
-        )
+        drawn: list[DrawnTask] = await asyncio.gather(*(source.draw(key) for key in keys))
         for key, attempt in zip(keys, drawn, strict=True):
             if len(harvest.demos) >= config.demos:
                 break  # drawn concurrently, but not needed: not counted as tried
