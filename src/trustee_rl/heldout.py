@@ -55,7 +55,7 @@ async def score_first_replies(
     """Greedy first replies to `tasks`, graded by their first call; `progress` hears the count of
     tasks done."""
     # Chunks of similar length: a batch is padded to its longest prompt.
-    order = sorted(range(len(tasks)), key=lambda i: _prompt_size(tasks[i]))
+    order = sorted(range(len(tasks)), key=lambda i: prompt_size(tasks[i]))
     replies: dict[int, Message] = {}
     for start in range(0, len(order), CHUNK):
         chunk = order[start : start + CHUNK]
@@ -66,7 +66,7 @@ async def score_first_replies(
     return first_reply_scores(tasks, [replies[i] for i in range(len(tasks))])
 
 
-def _prompt_size(task: Task) -> int:
+def prompt_size(task: Task) -> int:
     return (
         len(task.system_prompt)
         + len(task.initial_message)
@@ -109,14 +109,16 @@ def first_reply_scores(tasks: list[Task], replies: list[Message]) -> HeldoutScor
                 call_problem=problem,
             )
         )
-    n = max(len(tasks), 1)
+    return scores_of(outcomes)
+
+
+def scores_of(outcomes: list[HeldoutOutcome]) -> HeldoutScores:
+    """The rates over graded first replies."""
+    count = max(len(outcomes), 1)
     return HeldoutScores(
-        tasks=len(tasks),
-        any_call=sum(o.any_call for o in outcomes) / n,
-        valid_call=sum(o.valid_call for o in outcomes) / n,
-        right_tool=sum(o.right_tool for o in outcomes) / n,
-        argument_accuracy=sum(o.argument_accuracy for o in outcomes) / n,
+        tasks=len(outcomes),
         per_task=outcomes,
+        **{name: sum(float(getattr(o, name)) for o in outcomes) / count for name in RATES},
     )
 
 

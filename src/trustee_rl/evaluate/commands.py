@@ -22,10 +22,8 @@ from trustee_rl.cli_common import fail, known_errors, local_runtime, one_line
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from trustee_rl.environment import Environment
-    from trustee_rl.evaluate.config import ModelSettings, SimSettings
+    from trustee_rl.evaluate.config import ModelSettings
     from trustee_rl.policy.base import Policy
-    from trustee_rl.schema import Task
 
     Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -223,7 +221,33 @@ def sim(
         float,
         typer.Option(min=0.01, max=0.99, help="for new tasks: the training run's held-out share"),
     ] = 0.2,
-    level: Annotated[float, typer.Option(min=1, max=100, help="difficulty of new tasks")] = 1.0,
+    level: Annotated[
+        float | None,
+        typer.Option(min=1, max=100, help="difficulty of new tasks (default 1)"),
+    ] = None,
+    max_level: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            max=100,
+            help="new tasks spread evenly over difficulty 1..MAX_LEVEL, as training spreads its "
+            "held-out set: with --seed set to a run's eval.seed (default 1000003), --max-level to "
+            "its eval.max_level (default 40; the cpu preset's 30), --split-seed to its seed, "
+            "--holdout-fraction to its eval.holdout_fraction and --set taskgen.KEY=VALUE to its "
+            "taskgen (the cpu preset's: taskgen.request_writer=template), the tasks begin with "
+            "that run's held-out tasks, so --n at least its eval.tasks gives a superset of them "
+            "(the same simulator and curriculum settings assumed)",
+        ),
+    ] = None,
+    first_turns: Annotated[
+        bool,
+        typer.Option(
+            "--first-turns",
+            help="grade only each task's first reply, as training's held-out check does (it "
+            "reads 160 tokens: --max-tokens 160), with no simulated user or tool; kept apart "
+            "from whole-episode results",
+        ),
+    ] = False,
     simulator: Annotated[
         str, typer.Option(help="'embedded' or the URL of an OpenAI-compatible server")
     ] = "embedded",
@@ -241,83 +265,72 @@ def sim(
     overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """A held-out simulated benchmark: whole episodes on frozen tasks from unseen catalog domains."""
+    """A held-out simulated benchmark: whole episodes (or first replies alone) on frozen tasks from
+    unseen catalog domains."""
     from trustee_rl.evaluate.config import SimSettings
-    from trustee_rl.evaluate.tables import print_scores
+    from trustee_rl.evaluate.simtasks import (
+        first_reply_policy,
+        frozen_tasks,
+        held_out_environment,
+        write_tasks,
+        write_tasks_alone,
+    )
 
     settings = _settings(ctx, SimSettings, config, overrides, nested={"judge": "mode"})
-    frozen: list[Task] | None = None
-    if (settings.run_dir is None) == (settings.tasks is None):
-        fail("name the tasks: --run-dir RUN (its held-out tasks) or --tasks FILE.jsonl")
-    if settings.run_dir is not None:
-        if settings.n is not None:
-            fail("--n writes new tasks to --tasks; a run's held-out tasks are frozen already")
-        frozen = _run_heldout_tasks(settings.run_dir)
-    elif settings.tasks is not None and not settings.tasks.exists() and settings.n is None:
-        fail(
-            f"{settings.tasks} does not exist: pass --n to write that many new held-out tasks there"
-        )
+    frozen = frozen_tasks(settings)  # before the model loads
+    from trustee_rl.evaluate.simbench import DEFAULT_CONCURRENCY, evaluate_first_turns, evaluate_sim
+    from trustee_rl.evaluate.tables import print_scores
+    from trustee_rl.heldout import CHUNK
+
     policy = _open_policy(settings)
     out_dir = settings.out or _default_out(policy.name)
 
     async def run() -> dict[str, Any]:
-        from trustee_rl.environment import Environment
-        from trustee_rl.evaluate.simbench import evaluate_sim
-        from trustee_rl.lm import open_lm
-        from trustee_rl.lm.cache import CachedLM
-        from trustee_rl.sim.catalog import load_catalog
-
-        lm = CachedLM(open_lm(settings.simulator, settings.simulator_model))
         try:
-            _, held_out = load_catalog().split(settings.holdout_fraction, settings.split_seed)
-            environment = Environment(lm, held_out, settings.judge)
-            tasks = frozen if frozen is not None else await _file_tasks(settings, environment)
-            return await evaluate_sim(
-                policy,
-                tasks,
-                environment,
-                out_dir,
-                seed=settings.seed,
-                concurrency=settings.concurrency,
-            )
+            if settings.first_turns:
+                # No simulator is opened unless new tasks are to be written.
+                tasks = frozen if frozen is not None else await write_tasks_alone(settings)
+                return await evaluate_first_turns(
+                    first_reply_policy(policy),
+                    tasks,
+                    out_dir,
+                    concurrency=settings.concurrency or CHUNK,
+                )
+            async with held_out_environment(settings) as environment:
+                tasks = frozen if frozen is not None else await write_tasks(settings, environment)
+                return await evaluate_sim(
+                    policy,
+                    tasks,
+                    environment,
+                    out_dir,
+                    seed=settings.seed,
+                    concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
+                )
         finally:
-            await lm.aclose()
             await policy.aclose()
 
     def show(figures: dict[str, Any]) -> None:
+        if settings.first_turns:
+            _show_first_turns(figures, policy.name)
+            return
         title = f"simulated benchmark — {policy.name} ({figures['episodes']} tasks)"
         print_scores(title, figures["scores"])
 
     _run_and_show(run, as_json, show, out_dir)
 
 
-def _run_heldout_tasks(run_dir: Path) -> list[Task]:
-    from trustee_rl.store import RunStore
+def _show_first_turns(figures: dict[str, Any], model: str) -> None:
+    from trustee_rl.evaluate.tables import print_scores
 
-    try:
-        with RunStore.open(run_dir, readonly=True) as store:
-            tasks = store.heldout_tasks()
-    except known_errors() as error:
-        fail(one_line(error))
-    if not tasks:
-        fail(f"run dir {run_dir} holds no held-out tasks (it was trained with eval.tasks=0)")
-    return tasks
-
-
-async def _file_tasks(settings: SimSettings, environment: Environment) -> list[Task]:
-    """The frozen tasks of --tasks, written there first (--n of them) when the file is new."""
-    from trustee_rl.evaluate.simbench import freeze_tasks
-    from trustee_rl.task_files import load_task_file, write_task_file
-
-    path, count = settings.tasks, settings.n
-    assert path is not None
-    if path.exists():
-        return load_task_file(path)
-    assert count is not None
-    typer.echo(f"writing {count} held-out tasks to {path}", err=True)
-    tasks = await freeze_tasks(environment, count, settings.seed, settings.level)
-    write_task_file(path, tasks)
-    return tasks
+    print_scores(f"first turns — {model} ({figures['replies']} tasks)", figures["scores"])
+    intervals = ", ".join(
+        f"{name} [{100 * bounds['low']:.1f}, {100 * bounds['high']:.1f}]"
+        for name, bounds in figures["intervals"].items()
+    )
+    typer.echo(f"95 % intervals: {intervals}")
+    if figures["problems"]:
+        problems = ", ".join(f"{kind} {count}" for kind, count in figures["problems"].items())
+        typer.echo(f"no valid call: {problems}")
 
 
 @eval_app.command()

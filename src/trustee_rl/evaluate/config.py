@@ -3,8 +3,8 @@
 
 Layers, each over the one before: the flags' defaults, the config file, the flags given on the
 command line, then each `--set` (as `trustee train` applies them, trustee_rl/settings.py). Every
-setting has a flag except `concurrency` and the judge's keys beyond its mode, which only a file or
-`--set` changes.
+setting has a flag except `concurrency`, the judge's keys beyond its mode and `eval sim`'s
+`taskgen`, which only a file or `--set` changes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trustee_rl.settings import load_settings, merge, parse_override
 from trustee_rl.sim.judge import JudgeConfig
+from trustee_rl.sim.taskgen import TaskGenConfig
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -56,12 +57,18 @@ class SimSettings(ModelSettings):
     n: int | None = Field(default=None, ge=1)
     split_seed: int
     holdout_fraction: float = Field(ge=0.01, le=0.99)
-    level: float = Field(ge=1, le=100)
+    # New tasks at one difficulty, or spread over 1..max_level; at most one of them.
+    level: float | None = Field(default=None, ge=1, le=100)
+    max_level: float | None = Field(default=None, ge=1, le=100)
     simulator: str
     simulator_model: str | None = None
     # As in `trustee simulate`: a mapping (--judge sets judge.mode; --set judge.reward=synth).
     judge: JudgeConfig
-    concurrency: int = Field(default=8, ge=1)
+    # How new tasks are written, as a training run's `taskgen` (--set taskgen.request_writer=...).
+    taskgen: TaskGenConfig = Field(default_factory=TaskGenConfig)
+    first_turns: bool = False
+    # None: the mode's own (simbench.DEFAULT_CONCURRENCY episodes, or heldout.CHUNK first replies).
+    concurrency: int | None = Field(default=None, ge=1)
 
 
 class Tau2Settings(ModelSettings):
