@@ -110,11 +110,17 @@ class Generator:
         ):
             return self.model
         if self._shadow_of is not self.model:  # first use, or a trainer wrapped the model
-            self._shadow, self._shadow_of = copy.deepcopy(self.model), self.model
+            self._shadow = None  # the old copy goes before the new one is made
+            # The copy is built with bf16 parameters in place of the float32 ones (deepcopy's memo
+            # maps each parameter, tied ones once), so no second float32 model is ever allocated.
             # Parameters only: buffers such as the rotary frequencies keep float32 precision.
-            for param in self._shadow.parameters():
-                param.requires_grad_(False)
-                param.data = param.data.to(torch.bfloat16)
+            halves = {
+                id(param): torch.nn.Parameter(
+                    param.detach().to(torch.bfloat16), requires_grad=False
+                )
+                for param in params
+            }
+            self._shadow, self._shadow_of = copy.deepcopy(self.model, halves), self.model
         else:
             with torch.no_grad():
                 for mine, theirs in zip(self._shadow.parameters(), params, strict=True):

@@ -12,6 +12,7 @@ beyond writing them. TRL's SFTTrainer then trains on the assistant tokens only (
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from dataclasses import dataclass
@@ -202,6 +203,10 @@ def supervised_pass(
         callbacks=[_Budget()],
     )
     result = trainer.train()
+    # A trainer is full of reference cycles: collected now, its optimiser state and batches are
+    # not still held while GRPO runs.
+    del trainer
+    gc.collect()
     return {
         "warm_start_loss": float(result.training_loss),
         "warm_start_steps": float(result.global_step),
