@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 
 from trustee_rl.curriculum import CurriculumConfig
-from trustee_rl.runner import HELDOUT, SpreadTaskSource
 from trustee_rl.policy.factory import open_transformers_policy
+from trustee_rl.runner import HELDOUT, SpreadTaskSource
 from trustee_rl.schema import Task
 from trustee_rl.sim.taskgen import TaskGenConfig
 from trustee_rl.train.config import WarmStartConfig
